@@ -1,0 +1,1 @@
+"""Method plugins: one folder each, registering itself in its `__init__.py`."""
