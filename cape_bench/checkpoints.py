@@ -8,15 +8,16 @@ mis-shaped keys are listed, grouped by module prefix, and nothing is loaded.
 from __future__ import annotations
 
 import json
-import pickle
+import warnings
 import zipfile
-from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from cape_bench.errors import CheckpointError
+from cape_bench.errors import CheckpointError, WeightsMissingError
 
 
 def save_checkpoint(model: nn.Module, path: Path, metadata: dict) -> Path:
@@ -31,54 +32,90 @@ def save_checkpoint(model: nn.Module, path: Path, metadata: dict) -> Path:
     return path
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file, whatever its container."""
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a weights file into a flat ``{key: tensor}`` dict (wrappers like 'state_dict' removed).
+
+    Raises:
+        WeightsMissingError: the file does not exist.
+        CheckpointError: it cannot be read as a state dict.
+    """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError) as error:
-            raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({error})") from None
+        raise WeightsMissingError(f"weights file {path} does not exist")
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as error:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated, corrupt or not a checkpoint: {error})") from None
-    if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
-        raw = raw["state_dict"]
-    if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
-        raise CheckpointError(f"{path}: holds no state dict (expected tensors, or a dict with 'state_dict')")
-    return raw
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            obj: Any = load_file(str(path), device="cpu")
+        elif _is_torchscript(path):
+            with warnings.catch_warnings():  # torch.jit.load is deprecated; OpenAI CLIP ships this format
+                warnings.simplefilter("ignore", FutureWarning)
+                obj = torch.jit.load(str(path), map_location="cpu").state_dict()
+        else:
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception:
+                # mmcv/mmengine checkpoints pickle their `meta` (numpy, config objects); the user
+                # named this local file, so read it in full.
+                obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise CheckpointError(f"{path}: cannot read weights ({type(error).__name__}: {error}); "
+                              f"expected a .pth/.pt/.bin state dict or a .safetensors file") from error
+    for key in ("state_dict", "model", "module", "state_dict_ema"):
+        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping) \
+                and not isinstance(obj[key], torch.Tensor):
+            obj = obj[key]
+            break
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: not a state dict (expected a mapping of parameter names to tensors, "
+                              f"possibly under 'state_dict' or 'model')")
+    return dict(obj)
 
 
-def _grouped(keys) -> str:
-    groups = defaultdict(list)
-    for key in keys:
-        groups[key.rsplit(".", 2)[0] if key.count(".") >= 2 else key].append(key)
-    return "; ".join(f"{prefix} ({len(members)})" for prefix, members in sorted(groups.items()))
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist())
+
+
+def group_keys(keys: list[str], limit: int = 12) -> str:
+    groups: dict[str, list[str]] = {}
+    for key in sorted(keys):
+        parts = key.split(".")
+        prefix = ".".join(parts[:2]) if len(parts) > 2 else parts[0]
+        groups.setdefault(prefix, []).append(key)
+    shown = [f"{p}.* ({len(v)}: {', '.join(k[len(p) + 1:] or k for k in v[:3])}{', ...' if len(v) > 3 else ''})"
+             if len(v) > 1 or v[0] != p else p for p, v in list(groups.items())[:limit]]
+    if len(groups) > limit:
+        shown.append(f"... {len(groups) - limit} more prefixes")
+    return "; ".join(shown)
+
+
+def check_state_dict(state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], where: str, subject: str, hint: str = "") -> None:
+    """Raise `CheckpointError` listing missing / unexpected / mis-shaped keys, grouped by prefix."""
+    missing = sorted(k for k in expected if k not in state_dict)
+    unexpected = sorted(k for k in state_dict if k not in expected)
+    mismatched = [f"{k}: file {list(v.shape)} vs model {list(expected[k].shape)}"
+                  for k, v in state_dict.items() if k in expected and v.shape != expected[k].shape]
+    if not (missing or unexpected or mismatched):
+        return
+    lines = [f"{where} does not fit {subject}"]
+    if missing:
+        lines.append(f"missing {len(missing)} keys: {group_keys(missing)}")
+    if unexpected:
+        lines.append(f"unexpected {len(unexpected)} keys: {group_keys(unexpected)}")
+    if mismatched:
+        lines.append(f"{len(mismatched)} shape mismatches: {'; '.join(mismatched[:8])}" + (" ..." if len(mismatched) > 8 else ""))
+    if hint:
+        lines.append(hint)
+    raise CheckpointError(" | ".join(lines))
 
 
 def load_checkpoint(model: nn.Module, path: Path) -> None:
     """Load a checkpoint into `model` strictly, or raise listing every mismatch."""
-    state = read_state_dict(path)
     expected = model.state_dict()
     if not expected:
         raise CheckpointError(f"{path}: {type(model).__name__} has no weights, so it takes no checkpoint")
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mis_shaped = sorted(k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape))
-    if missing or unexpected or mis_shaped:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} keys: {_grouped(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} keys: {_grouped(unexpected)}")
-        if mis_shaped:
-            shown = ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in mis_shaped[:5])
-            parts.append(f"{len(mis_shaped)} shape mismatches: {shown}")
-        raise CheckpointError(f"{path}: does not fit {type(model).__name__} (wrong method or size?): " + " | ".join(parts))
+    state = read_state_dict(path)
+    check_state_dict(state, expected, str(path), type(model).__name__, hint="wrong method or size?")
     model.load_state_dict(state, strict=True)

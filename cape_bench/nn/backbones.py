@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import warnings
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cape_bench.checkpoints import check_state_dict, read_state_dict
 from cape_bench.errors import CheckpointError, ConfigError, RegistryError, WeightsMissingError
 
 __all__ = [
@@ -248,7 +247,12 @@ class ImageBackbone(nn.Module):
                 f"({type(error).__name__}: {error}); is it a {self.model.__class__.__name__} checkpoint?"
             ) from error
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith(self.discard_prefixes)}
-        _check_state_dict(state_dict, expected, where, self.name)
+        check_state_dict(
+            state_dict, {k: v for k, v in expected.items() if k in state_dict or not k.endswith("num_batches_tracked")},
+            where, f"backbone {self.name!r}",
+            hint="check that the file is for this backbone and that the geometry overrides "
+                 "(embed_dim, depths, num_heads, window_size, img_size) match it",
+        )
         self.model.load_state_dict(state_dict, strict=True)
 
 
@@ -531,52 +535,6 @@ def _timm_cached_file(name: str, spec: BackboneSpec) -> Path:
 # ----------------------------------------------------------------------------- state dicts
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a weights file into a flat ``{key: tensor}`` dict (wrappers like 'state_dict' removed).
-
-    Raises:
-        WeightsMissingError: the file does not exist.
-        CheckpointError: it cannot be read as a state dict.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsMissingError(f"weights file {path} does not exist")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            obj: Any = load_file(str(path), device="cpu")
-        elif _is_torchscript(path):
-            with warnings.catch_warnings():  # torch.jit.load is deprecated; OpenAI CLIP ships this format
-                warnings.simplefilter("ignore", FutureWarning)
-                obj = torch.jit.load(str(path), map_location="cpu").state_dict()
-        else:
-            try:
-                obj = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception:
-                # mmcv/mmengine checkpoints pickle their `meta` (numpy, config objects); the user
-                # named this local file, so read it in full.
-                obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise CheckpointError(f"{path}: cannot read weights ({type(error).__name__}: {error}); "
-                              f"expected a .pth/.pt/.bin state dict or a .safetensors file") from error
-    for key in ("state_dict", "model", "module", "state_dict_ema"):
-        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping) \
-                and not isinstance(obj[key], torch.Tensor):
-            obj = obj[key]
-            break
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: not a state dict (expected a mapping of parameter names to tensors, "
-                              f"possibly under 'state_dict' or 'model')")
-    return dict(obj)
-
-
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist())
-
-
 _WRAPPER_PREFIXES = ("module.", "backbone.", "model.", "backbone.model.", "module.backbone.", "encoder.")
 
 
@@ -591,36 +549,4 @@ def _select_submodule(state_dict: Mapping[str, torch.Tensor], roots: set[str]) -
     return dict(state_dict)
 
 
-def _group_keys(keys: list[str], limit: int = 12) -> str:
-    groups: dict[str, list[str]] = {}
-    for key in sorted(keys):
-        parts = key.split(".")
-        prefix = ".".join(parts[:2]) if len(parts) > 2 else parts[0]
-        groups.setdefault(prefix, []).append(key)
-    shown = [f"{p}.* ({len(v)}: {', '.join(k[len(p) + 1:] or k for k in v[:3])}{', ...' if len(v) > 3 else ''})"
-             if len(v) > 1 or v[0] != p else p for p, v in list(groups.items())[:limit]]
-    if len(groups) > limit:
-        shown.append(f"... {len(groups) - limit} more prefixes")
-    return "; ".join(shown)
 
-
-def _check_state_dict(state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
-                      where: str, name: str) -> None:
-    # BatchNorm fills in a missing num_batches_tracked itself (old torchvision files lack it).
-    missing = [k for k in expected if k not in state_dict and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state_dict if k not in expected]
-    mismatched = [f"{k}: file {list(v.shape)} vs model {list(expected[k].shape)}"
-                  for k, v in state_dict.items() if k in expected and v.shape != expected[k].shape]
-    if not (missing or unexpected or mismatched):
-        return
-    lines = [f"{where} does not fit backbone {name!r}"]
-    if missing:
-        lines.append(f"missing {len(missing)} keys: {_group_keys(missing)}")
-    if unexpected:
-        lines.append(f"unexpected {len(unexpected)} keys: {_group_keys(unexpected)}")
-    if mismatched:
-        lines.append(f"{len(mismatched)} shape mismatches: {'; '.join(mismatched[:8])}"
-                     + (" ..." if len(mismatched) > 8 else ""))
-    lines.append("check that the file is for this backbone and that the geometry overrides "
-                 "(embed_dim, depths, num_heads, window_size, img_size) match it")
-    raise CheckpointError(" | ".join(lines))

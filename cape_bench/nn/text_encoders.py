@@ -30,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cape_bench.errors import CheckpointError, ConfigError, RegistryError, WeightsMissingError
-from cape_bench.nn.backbones import WEIGHTS_ENV, read_state_dict
+from cape_bench.checkpoints import check_state_dict, read_state_dict
+from cape_bench.errors import ConfigError, RegistryError, WeightsMissingError
+from cape_bench.nn.backbones import WEIGHTS_ENV
 
 __all__ = [
     "TEXT_ENCODERS",
@@ -418,20 +419,7 @@ def _load_clip_state_dict(clip: nn.Module, path: Path, label: str) -> None:
     state_dict = {k: v for k, v in state_dict.items() if k not in derived}
     if "logit_scale" in state_dict and state_dict["logit_scale"].shape != expected["logit_scale"].shape:
         state_dict["logit_scale"] = state_dict["logit_scale"].reshape(expected["logit_scale"].shape)
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    mismatched = [f"{k}: file {list(v.shape)} vs model {list(expected[k].shape)}"
-                  for k, v in state_dict.items() if k in expected and v.shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        from cape_bench.nn.backbones import _group_keys
-        parts = [f"{path} does not fit CLIP {label}"]
-        if missing:
-            parts.append(f"missing {len(missing)} keys: {_group_keys(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} keys: {_group_keys(unexpected)}")
-        if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatches: {'; '.join(mismatched[:8])}")
-        raise CheckpointError(" | ".join(parts))
+    check_state_dict(state_dict, expected, str(path), f"CLIP {label}")
     clip.load_state_dict(state_dict, strict=True)
 
 
