@@ -1,0 +1,17 @@
+# Toy CapeX for tests and the CPU demo: random-init toy SwinV2, the packaged all-MiniLM-L6-v2 text
+# encoder (384-d, offline) and a small head.
+_base_ = ["./capex.py"]
+
+backbone = "tiny"
+backbone_options = dict(drop_path=0.0)
+text_encoder = "minilm"
+
+head = dict(
+    d_model=64,
+    nhead=4,
+    num_encoder_layers=2,
+    num_decoder_layers=2,
+    dim_feedforward=128,
+    similarity_proj_dim=64,
+    dynamic_proj_dim=32,
+)
