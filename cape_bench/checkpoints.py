@@ -52,11 +52,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 obj = torch.jit.load(str(path), map_location="cpu").state_dict()
         else:
             try:
-                obj = torch.load(path, map_location="cpu", weights_only=True)
+                obj = _torch_load(path, weights_only=True)
             except Exception:
                 # mmcv/mmengine checkpoints pickle their `meta` (numpy, config objects); the user
                 # named this local file, so read it in full.
-                obj = torch.load(path, map_location="cpu", weights_only=False)
+                obj = _torch_load(path, weights_only=False)
     except Exception as error:
         raise CheckpointError(f"{path}: cannot read weights ({type(error).__name__}: {error}); "
                               f"expected a .pth/.pt/.bin state dict or a .safetensors file") from error
@@ -69,6 +69,17 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a state dict (expected a mapping of parameter names to tensors, "
                               f"possibly under 'state_dict' or 'model')")
     return dict(obj)
+
+
+def _torch_load(path: Path, weights_only: bool) -> Any:
+    # Zip-format files are memory-mapped: a run reads an upstream checkpoint twice (detect, then
+    # load) and copies it into the model once, without holding a second full copy in memory.
+    if zipfile.is_zipfile(path):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+        except (RuntimeError, ValueError, TypeError):
+            pass
+    return torch.load(path, map_location="cpu", weights_only=weights_only)
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -111,11 +122,42 @@ def check_state_dict(state_dict: Mapping[str, torch.Tensor], expected: Mapping[s
     raise CheckpointError(" | ".join(lines))
 
 
-def load_checkpoint(model: nn.Module, path: Path) -> None:
-    """Load a checkpoint into `model` strictly, or raise listing every mismatch."""
+def load_checkpoint(model: nn.Module, path: Path):
+    """Load a checkpoint into `model` strictly, or raise listing every mismatch; nothing is loaded on error.
+
+    Accepts cape-bench checkpoints (keys equal to ``model.state_dict()``) and official
+    GraphCape/CapeX/CapeNext files (mmcv or bare, upstream layout), whose keys are mapped by
+    :func:`cape_bench.upstream.load_upstream`.
+
+    Returns:
+        None for a cape-bench checkpoint; a `cape_bench.upstream.LoadReport` for an upstream one.
+
+    Raises:
+        CheckpointError: unreadable file, or keys/shapes that do not fit (with what the file looks like).
+    """
     expected = model.state_dict()
     if not expected:
         raise CheckpointError(f"{path}: {type(model).__name__} has no weights, so it takes no checkpoint")
     state = read_state_dict(path)
-    check_state_dict(state, expected, str(path), type(model).__name__, hint="wrong method or size?")
+    if state and all(k.startswith("module.") for k in state) and not any(k.startswith("module.") for k in expected):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    from cape_bench import upstream
+
+    if upstream.is_upstream_state_dict(state) and not upstream.is_upstream_state_dict(expected):
+        return upstream.load_upstream(model, state, where=str(path))
+    check_state_dict(state, expected, str(path), type(model).__name__, hint=_looks_like(path, state))
     model.load_state_dict(state, strict=True)
+    return None
+
+
+def _looks_like(path: Path, state: Mapping[str, torch.Tensor]) -> str:
+    """'the file looks like ...' for a checkpoint that does not fit, when it can be told."""
+    from cape_bench import upstream
+
+    try:
+        if upstream.is_upstream_state_dict(state):
+            return "the file looks like " + upstream.detect_state_dict(state, str(path)).describe()
+        detection = upstream.detect_upstream(path)
+        return "the file looks like " + detection.describe()
+    except Exception:  # noqa: BLE001 - a hint only; the mismatch list is the error
+        return "wrong method or size?"
