@@ -64,9 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="cpu")
     run.add_argument("--workers", type=int, default=0, help="image decoding/cropping processes")
     run.add_argument("--naive", action="store_true", help="every pair alone at batch 1 (reference path)")
+    run.add_argument("--compile", action="store_true", help="torch.compile the query encoder and the decoder")
     run.add_argument("--force", action="store_true", help="re-run even if a result with the same config hash exists")
     run.add_argument("--results", help="results folder (default: $CAPE_BENCH_RESULTS or ./results)")
     run.add_argument("--no-progress", action="store_true")
+    noise = run.add_argument_group("robustness protocol (--protocol robustness)")
+    noise.add_argument("--noise", help="class | keypoint-typo | keypoint-substitution | synonym | keypoint-variant")
+    noise.add_argument("--noise-rate", help="fraction of pairs (class) or strings (typos) in [0, 1]; a comma list is a sweep (default 1)")
+    noise.add_argument("--typo-edits", type=int, help="edits per corrupted string (default 1)")
+    noise.add_argument("--replace", action="append", metavar="OLD=NEW", help="whole-word substitution (repeatable), e.g. paw=foreleg")
+    noise.add_argument("--synonyms", type=Path, help="JSON {word: replacement} for --noise synonym")
+    noise.add_argument("--noise-variant", help="text-list variant for --noise keypoint-variant (e.g. typo from --keypoint-texts)")
+    noise.add_argument("--noise-seed", type=int, help="seed of the noise draws (default 0)")
+    noise.add_argument("--per-category", action="store_true", help="also print clean / perturbed / drop per category")
 
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -83,6 +93,48 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--format", default="md", help="md, csv or md,csv")
     board.add_argument("--results", help="results folder")
     board.add_argument("--output", type=Path, help="markdown file (default: <results>/leaderboard.md)")
+    board.add_argument("--readme", type=Path, help="also regenerate this README's section between the leaderboard markers")
+
+    prof = sub.add_parser("profile", help="params, FLOPs per stage, latency/FPS and peak memory of a method")
+    prof.add_argument("--method", required=True)
+    prof.add_argument("--config", help="config name or path (default: the method's full-size default, built with random_init=True)")
+    prof.add_argument("--cfg-options", nargs="*", metavar="KEY=VALUE", help="override config values")
+    prof.add_argument("--checkpoint", type=Path, help="load weights instead of random init")
+    prof.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    prof.add_argument("--batch", default="1", help="comma list of batch sizes (queries per call), e.g. 1,8,32")
+    prof.add_argument("--dtype", default="fp32", help="comma list of fp32, bf16, fp16 (autocast)")
+    prof.add_argument("--compile", action="store_true", help="torch.compile the three stages (compile time is in the warm-up)")
+    prof.add_argument("--iters", type=int, default=100, help="timed calls per stage (>= 100 for reported numbers)")
+    prof.add_argument("--warmup", type=int, default=10, help="untimed calls first")
+    prof.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
+    prof.add_argument("--results", help="results folder (profiles go to <results>/profiles/)")
+
+    plot = sub.add_parser("plot", help="PNG figures from stored results: robustness curves, latency vs batch, qualitative panels")
+    plot.add_argument("--kind", default="all", help="comma list of robustness, latency, qualitative (default all)")
+    plot.add_argument("--results", help="results folder")
+    plot.add_argument("--out", type=Path, help="output folder (default: <results>/figures)")
+    plot.add_argument("--method", help="qualitative: run name or method (default: every run with stored predictions)")
+    plot.add_argument("--protocol", default="oneshot", help="qualitative: protocol label of the run (default oneshot)")
+    plot.add_argument("--split", type=int, default=1, help="qualitative: split (default 1)")
+    plot.add_argument("--episodes", default="0", help="qualitative: comma list of episode indices (default 0)")
+    plot.add_argument("--predictions", default=None, help="qualitative: prediction set of the run (predictions, clean, perturbed-r1, ...)")
+    plot.add_argument("--data", help="dataset root of the run (default: as for run)")
+
+    pred = sub.add_parser("predict", help="predict keypoints on one image and draw them")
+    pred.add_argument("--method", required=True)
+    pred.add_argument("--config", help="config name or path (default: the method's default)")
+    pred.add_argument("--cfg-options", nargs="*", metavar="KEY=VALUE", help="override config values")
+    pred.add_argument("--checkpoint", type=Path)
+    pred.add_argument("--image", required=True, type=Path, help="query image")
+    pred.add_argument("--bbox", help="x,y,w,h of the object in the query image (default: the whole image)")
+    pred.add_argument("--keypoints", help='keypoint descriptions, comma separated: "left eye,right eye,nose"')
+    pred.add_argument("--skeleton", help="edges as 0-based index pairs: 0-1,1-2")
+    pred.add_argument("--class", dest="class_name", help="class name for methods that take one")
+    pred.add_argument("--support-image", type=Path, help="support image (image / keypoint methods)")
+    pred.add_argument("--support-keypoints", type=Path, help="JSON list of [x, y] or [x, y, v] in support-image pixels")
+    pred.add_argument("--support-bbox", help="x,y,w,h of the support object (default: the whole support image)")
+    pred.add_argument("--out", type=Path, help="output image (default: <image stem>.<method>.png in the current folder)")
+    pred.add_argument("--device", default="cpu")
     return parser
 
 
@@ -113,9 +165,16 @@ def _run(args) -> int:
         splits=_parse_splits(args.split), subset=args.subset, data=args.data, checkpoint=args.checkpoint,
         seed=args.seed, episode_mode=args.episodes, num_episodes=args.num_episodes, queries=args.queries,
         shots=args.shots, keypoint_texts=args.keypoint_texts, text_variant=args.text_variant,
-        batch_size=args.batch_size, device=args.device, workers=args.workers, naive=args.naive,
+        batch_size=args.batch_size, device=args.device, workers=args.workers, naive=args.naive, compile=args.compile,
         force=args.force, results=args.results, progress=not args.no_progress,
+        protocol_options=_noise_options(args), per_category=args.per_category,
     )
+
+
+def _noise_options(args) -> dict:
+    """The robustness flags that were given (the protocol refuses them elsewhere)."""
+    names = ("noise", "noise_rate", "typo_edits", "replace", "synonyms", "noise_variant", "noise_seed")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 @command("data")
@@ -145,9 +204,45 @@ def _leaderboard(args) -> int:
     from cape_bench.leaderboard import write_leaderboard
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    for path in write_leaderboard(results=args.results, protocol=args.protocol, dataset=args.dataset, formats=formats, output=args.output):
+    for path in write_leaderboard(results=args.results, protocol=args.protocol, dataset=args.dataset, formats=formats, output=args.output, readme=args.readme):
         print(f"wrote {path}")
     return 0
+
+
+@command("profile")
+def _profile(args) -> int:
+    from cape_bench import profiling
+
+    request = profiling.ProfileRequest(
+        method=args.method, config=args.config, cfg_options=args.cfg_options, checkpoint=args.checkpoint, device=args.device,
+        batches=profiling.parse_int_list(args.batch, "--batch"), dtypes=profiling.parse_dtypes(args.dtype), compile=args.compile,
+        iters=args.iters, warmup=args.warmup, flops=not args.no_flops, results=args.results,
+    )
+    record, path = profiling.profile(request)
+    print(profiling.render_profile(record))
+    if args.iters < 100:
+        print(f"note: {args.iters} timed calls; the suite reports medians over >= 100")
+    print(f"wrote {path}")
+    return 0
+
+
+@command("plot")
+def _plot(args) -> int:
+    from cape_bench.plots import write_plots
+
+    for path in write_plots(
+        results=args.results, out=args.out, kinds=args.kind, method=args.method, protocol=args.protocol, split=args.split,
+        episodes=args.episodes, prediction_set=args.predictions, data=args.data,
+    ):
+        print(f"wrote {path}")
+    return 0
+
+
+@command("predict")
+def _predict(args) -> int:
+    from cape_bench.predict import predict_command
+
+    return predict_command(args)
 
 
 def main(argv: list[str] | None = None) -> int:

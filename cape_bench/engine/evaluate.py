@@ -99,8 +99,12 @@ class Evaluator:
         num_workers: int = 0,
         progress=None,
         query_cache: QueryCache | None = None,
+        compile: bool = False,
     ) -> None:
         self.method = method.eval().to(device)
+        # torch.compile the two batched stages of the fast path (shapes vary with K: dynamic).
+        self._encode_query = torch.compile(method.encode_query, dynamic=True) if compile else method.encode_query
+        self._decode = torch.compile(method.decode, dynamic=True) if compile else method.decode
         self.root = root
         self.annotations = annotations
         self.episodes = episodes
@@ -149,7 +153,7 @@ class Evaluator:
             query_encoded = self.query_cache.get(cache_key)
             if query_encoded is None:
                 query_encoded = Encoded.cat(
-                    [method.encode_query(self._query_batch([crops[i] for i in chunk], category)) for chunk in _chunks(query_list, self.batch_size)]
+                    [self._encode_query(self._query_batch([crops[i] for i in chunk], category)) for chunk in _chunks(query_list, self.batch_size)]
                 )
                 self.query_cache.put(cache_key, query_encoded)
             support_encoded = Encoded.cat(
@@ -164,7 +168,7 @@ class Evaluator:
             if method.separable:
                 rows_q = torch.tensor([query_row[self.pairs[p][1]] for p in chunk])
                 rows_s = torch.tensor([support_row[s] for s in shots])
-                output = method.decode(query_encoded.select(rows_q), support_encoded.select(rows_s), pair_batch)
+                output = self._decode(query_encoded.select(rows_q), support_encoded.select(rows_s), pair_batch)
             else:
                 batch = CapeBatch(
                     self._query_batch([crops[self.pairs[p][1]] for p in chunk], category),

@@ -35,6 +35,7 @@ class RunOptions:
     batch_size: int = 64
     device: str = "cpu"
     num_workers: int = 0
+    compile: bool = False
     fast: bool = True
     force: bool = False
     keypoint_texts_file: Path | None = None
@@ -154,7 +155,7 @@ def run_split(
     evaluator = Evaluator(
         method, root, annotations, episodes,
         batch_size=options.batch_size, device=options.device, num_workers=options.num_workers,
-        progress=progress, query_cache=query_cache,
+        progress=progress, query_cache=query_cache, compile=options.compile,
     )
     context = SplitContext(root, split, annotations, episodes, evaluator, texts, options)
     metrics_section, predictions = protocol.evaluate(context)
