@@ -11,6 +11,8 @@ import json
 from importlib import resources
 from pathlib import Path
 
+import torch
+
 from cape_bench.errors import ConfigError
 from cape_bench.method import CapeMethod
 from cape_bench.registry import METHODS
@@ -85,6 +87,8 @@ def build_method(name: str, config: str | Path | None = None, overrides: dict | 
     canonical = METHODS.canonical(name)
     resolved = load_config(canonical, config or default_config(canonical, demo), overrides)
     method_class = METHODS.get(canonical)
+    # Initial weights are part of a run's identity: seed them (config `init_seed`, default 0).
+    torch.manual_seed(int(resolved.get("init_seed", 0)))
     try:
         method = method_class(resolved)
     except TypeError as error:

@@ -45,14 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="registered methods (support, configs) and protocols")
 
     run = sub.add_parser("run", help="evaluate a method under a protocol")
-    run.add_argument("--method", required=True)
+    run.add_argument("--method", help="method name (optional with --checkpoint: taken from the file)")
     run.add_argument("--config", help="config name in the method's configs/ or a path (default: tiny on demo data)")
     run.add_argument("--cfg-options", nargs="*", metavar="KEY=VALUE", help="override config values")
     run.add_argument("--protocol", default="oneshot")
     run.add_argument("--split", default="all", help="1..5, a comma list, or all")
     run.add_argument("--subset", default="test", choices=("test", "val"))
     run.add_argument("--data", help="MP-100 root (default: $CAPE_BENCH_DATA, the config file, else the demo data)")
-    run.add_argument("--checkpoint", type=Path)
+    run.add_argument("--checkpoint", type=Path, help="official GraphCape/CapeX/CapeNext .pth or a cape-bench .safetensors; selects method and config")
+    run.add_argument("--no-train", action="store_true", help="on the demo data, do not train trainable methods first (evaluate initial weights)")
     run.add_argument("--seed", type=int, default=1, help="episode seed (upstream: 1)")
     run.add_argument("--episodes", default="mp100", choices=("mp100", "per-category"), help="mp100 reproduces the upstream pair list")
     run.add_argument("--num-episodes", type=int, default=200, help="episodes per category")
@@ -77,6 +78,29 @@ def build_parser() -> argparse.ArgumentParser:
     noise.add_argument("--noise-variant", help="text-list variant for --noise keypoint-variant (e.g. typo from --keypoint-texts)")
     noise.add_argument("--noise-seed", type=int, help="seed of the noise draws (default 0)")
     noise.add_argument("--per-category", action="store_true", help="also print clean / perturbed / drop per category")
+
+    trn = sub.add_parser("train", help="train a method on MP-100 splits (upstream recipe; torchrun for DDP)")
+    trn.add_argument("--method", required=True)
+    trn.add_argument("--split", required=True, help="1..5, a comma list, or all")
+    trn.add_argument("--config", help="config name in the method's configs/ or a path (default: tiny on demo data)")
+    trn.add_argument("--cfg-options", nargs="*", metavar="KEY=VALUE", help="override config values, e.g. train.lr=1e-4")
+    trn.add_argument("--data", help="MP-100 root (default: $CAPE_BENCH_DATA, the config file, else the demo data)")
+    trn.add_argument("--work-dir", type=Path, help="output folder (default: work_dirs/<method>-<config>); one split<k> folder per split")
+    trn.add_argument("--seed", type=int, default=1, help="pair sampling, augmentation and init seed (upstream: 1)")
+    trn.add_argument("--epochs", type=int, help="override train.epochs (upstream: 200)")
+    trn.add_argument("--max-iters", type=int, help="stop after this many iterations")
+    trn.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun each rank uses its LOCAL_RANK GPU)")
+    trn.add_argument("--workers", type=int, help="DataLoader worker processes (default: train.num_workers)")
+    trn.add_argument("--keypoint-texts", type=Path, help="JSON: category id -> {variant -> [strings]}")
+    trn.add_argument("--resume", action="store_true", help="continue from <work-dir>/split<k>/last_state.pth")
+
+    conv = sub.add_parser("convert", help="say what a checkpoint is; write it as a cape-bench checkpoint (safetensors + json)")
+    conv.add_argument("source", type=Path, help="official GraphCape/CapeX/CapeNext .pth (mmcv or bare state dict) or a cape-bench .safetensors")
+    conv.add_argument("target", type=Path, nargs="?", help="output path (OUT.safetensors + OUT.json); omit to only print what SOURCE is")
+    conv.add_argument("--method", help="expected method (an error says what the file looks like if it differs)")
+    conv.add_argument("--config", help="config name or file (default: detected from the file)")
+    conv.add_argument("--cfg-options", nargs="*", metavar="KEY=VALUE", help="override config values")
+    conv.add_argument("--to-upstream", action="store_true", help="write the upstream (mmcv .pth) layout instead")
 
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -167,7 +191,7 @@ def _run(args) -> int:
         shots=args.shots, keypoint_texts=args.keypoint_texts, text_variant=args.text_variant,
         batch_size=args.batch_size, device=args.device, workers=args.workers, naive=args.naive, compile=args.compile,
         force=args.force, results=args.results, progress=not args.no_progress,
-        protocol_options=_noise_options(args), per_category=args.per_category,
+        protocol_options=_noise_options(args), per_category=args.per_category, train_demo=not args.no_train,
     )
 
 
@@ -175,6 +199,24 @@ def _noise_options(args) -> dict:
     """The robustness flags that were given (the protocol refuses them elsewhere)."""
     names = ("noise", "noise_rate", "typo_edits", "replace", "synonyms", "noise_variant", "noise_seed")
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+@command("train")
+def _train(args) -> int:
+    from cape_bench.engine.train import train_command
+
+    return train_command(
+        method=args.method, split=_parse_splits(args.split), config=args.config, cfg_options=args.cfg_options,
+        data=args.data, work_dir=args.work_dir, seed=args.seed, epochs=args.epochs, max_iters=args.max_iters,
+        device=args.device, resume=args.resume, workers=args.workers, keypoint_texts=args.keypoint_texts,
+    )
+
+
+@command("convert")
+def _convert(args) -> int:
+    from cape_bench.upstream import convert_command
+
+    return convert_command(args.source, args.target, method=args.method, config=args.config, cfg_options=args.cfg_options, to_upstream=args.to_upstream)
 
 
 @command("data")

@@ -26,22 +26,38 @@ def _progress_factory(enabled: bool):
 
 
 def run_command(
-    *, method: str, config: str | None, cfg_options, protocol: str, splits: list[int], subset: str, data,
+    *, method: str | None, config: str | None, cfg_options, protocol: str, splits: list[int], subset: str, data,
     checkpoint: Path | None, seed: int, episode_mode: str, num_episodes: int, queries: int, shots: int,
     keypoint_texts: Path | None, text_variant: str, batch_size: int, device: str, workers: int, naive: bool, compile: bool,
     force: bool, results, progress: bool, protocol_options: dict | None = None, per_category: bool = False,
+    train_demo: bool = True,
 ) -> int:
     protocol_object = make_protocol(protocol, shots, protocol_options)
+    overrides = parse_overrides(cfg_options)
+    if checkpoint is not None:
+        from cape_bench.upstream import plan_checkpoint
+
+        # The file names its method and size; --method/--config, if given, must agree with it.
+        plan = plan_checkpoint(checkpoint, method, config, overrides)
+        method, config, overrides = plan.method, plan.config, plan.overrides
+        print(f"checkpoint {checkpoint}: {plan.detection.label} -> --method {method} --config {config}")
+    elif method is None:
+        raise ConfigError("--method is required (or --checkpoint, whose file names the method)")
     METHODS.canonical(method)  # fail on a typo before touching any data
     resolve_device(device)
     root = resolve_dataset(data)
     if root.is_demo:
         print(f"using the built-in demo dataset at {root.root} (set --data or CAPE_BENCH_DATA for MP-100)")
-    built, resolved = build_method(method, config, parse_overrides(cfg_options), demo=root.is_demo)
+    built, resolved = build_method(method, config, overrides, demo=root.is_demo)
     if checkpoint is not None:
         from cape_bench.checkpoints import load_checkpoint
 
-        load_checkpoint(built, checkpoint)
+        report = load_checkpoint(built, checkpoint)
+        if report is not None:
+            print(report.render())
+    demo_training = checkpoint is None and root.is_demo and built.trainable and train_demo
+    if checkpoint is None and built.trainable and not demo_training:
+        print(f"note: {resolved['method']} ({resolved['config_name']}) runs with its initial weights (no --checkpoint given)")
     options = RunOptions(
         subset=subset,
         sampler=EpisodeSampler(episodes_per_category=num_episodes, queries_per_episode=queries, shots=shots, seed=seed, mode=episode_mode),
@@ -55,9 +71,13 @@ def run_command(
     if torch.device(device).type == "cpu":
         title += " | CPU"
     for split in splits:
+        split_checkpoint = checkpoint
+        if demo_training:
+            split_checkpoint = _demo_weights(built, resolved, root, split, device)
+            query_cache = QueryCache()  # new weights: encodings of the previous split's model are stale
         result, reused = run_split(
             protocol_object, built, resolved, root, split, options, store,
-            checkpoint=checkpoint, query_cache=query_cache, progress_factory=_progress_factory(progress),
+            checkpoint=split_checkpoint, query_cache=query_cache, progress_factory=_progress_factory(progress),
         )
         split_results.append(result)
         if "overall" not in result.metrics:
@@ -93,3 +113,13 @@ def make_protocol(name: str, shots: int, options: dict | None = None):
         verb = "does" if len(unknown) == 1 else "do"
         raise ConfigError(f"{flags} {verb} not apply to --protocol {PROTOCOLS.canonical(name)}; use --protocol robustness")
     return protocol_class(shots=shots, **options)
+
+
+def _demo_weights(built, resolved: dict, root, split: int, device: str) -> Path:
+    """Train (once, cached) the fixed demo budget for this split and load it into `built`."""
+    from cape_bench.checkpoints import load_checkpoint
+    from cape_bench.engine.demo_checkpoints import ensure_demo_checkpoint
+
+    path = ensure_demo_checkpoint(resolved["method"], resolved["config_name"], resolved, root, split, device=device)
+    load_checkpoint(built, path)
+    return path

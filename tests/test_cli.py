@@ -128,3 +128,21 @@ def test_all_keypoints_invisible_is_counted_not_dropped_silently(quirky_root, tm
 def test_debug_shows_traceback(tmp_path):
     process = run_cli("--debug", "run", "--method", "nope", "--no-progress")
     assert process.returncode != 0 and "Traceback" in process.stderr
+
+
+def test_run_needs_a_method_or_a_checkpoint():
+    assert_one_line_error(run_cli("run", "--no-progress"), "--method is required")
+
+
+def test_demo_run_trains_a_trainable_method_once_and_records_the_checkpoint(monkeypatch, tmp_path, capsys):
+    import cape_bench.engine.demo_checkpoints as demo_checkpoints
+
+    monkeypatch.setattr(demo_checkpoints, "DEMO_BUDGET", {**demo_checkpoints.DEMO_BUDGET, "max_iters": 2, "val_episodes": 1, "log_interval": 1})
+    args = ["run", "--method", "capex", "--split", "2", "--num-episodes", "1", "--queries", "2", "--no-progress", "--results", str(tmp_path / "r")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "training" in out.lower()
+    record = json.loads(next((tmp_path / "r" / "runs" / "demo" / "oneshot").glob("capex-tiny/split2.json")).read_text())
+    assert record["checkpoint"]["path"].endswith("best.safetensors") and len(record["checkpoint"]["sha256"]) == 64
+    assert main(args + ["--force"]) == 0
+    assert "training" not in capsys.readouterr().out.lower()  # the cached demo checkpoint is reused
