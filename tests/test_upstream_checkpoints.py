@@ -603,3 +603,19 @@ def test_stripped_text_tower_is_taken_from_local_weights(tmp_path):
     report = load_upstream(target, stripped)
     assert any("text tower from the local weights" in note for note in report.notes)
     assert_same_outputs(expected, outputs(target, batch))
+
+
+def test_cli_run_with_an_upstream_file_picks_method_and_config(tmp_path, quirky_root, capsys):
+    from cape_bench.cli import main
+
+    path = write_mmcv(tmp_path / "graphcape_split1.pth", reduced_case("graphcape-a")[2])
+    args = ["run", "--checkpoint", str(path), "--split", "1", "--data", str(quirky_root), "--num-episodes", "1",
+            "--queries", "2", "--no-progress", "--results", str(tmp_path / "r")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "--method graphcape --config graphcape_s" in out
+    record = json.loads((tmp_path / "r" / "runs" / "mp100" / "oneshot" / "graphcape-graphcape_s" / "split1.json").read_text())
+    assert record["checkpoint"]["sha256"] and record["episodes"]["pairs"] == 5 * 2
+    # A --method that does not fit the file is refused, naming what the file is.
+    assert main(args[:1] + ["--method", "capex"] + args[1:]) == 2
+    assert "graphcape" in capsys.readouterr().err
