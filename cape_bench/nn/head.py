@@ -193,6 +193,37 @@ class CapeHead(nn.Module):
                 f"{tuple(support_embeddings.shape)}, keypoint_mask {tuple(keypoint_mask.shape)}; "
                 "expected [B,C,h,w], [B,K,D], [B,K]"
             )
+        mask = keypoint_mask.to(torch.bool)
+        # Invalid slots are zeroed before the projection, so they carry the projection bias.
+        keypoint_tokens = self.support_proj(support_embeddings * mask[..., None].to(support_embeddings.dtype))
+        return self.decode_tokens(query_features, keypoint_tokens, mask, skeletons)
+
+    def decode_tokens(
+        self,
+        query_features: Tensor,
+        keypoint_tokens: Tensor,
+        keypoint_mask: Tensor,
+        skeletons: Sequence[Sequence[Sequence[int]]] | None = None,
+        transformer: CapeEncoderDecoder | None = None,
+    ) -> HeadOutput:
+        """`forward` after the support projection: keypoint tokens already ``[B, K, d_model]``.
+
+        For methods that build the keypoint tokens themselves (e.g. fuse two projected
+        modalities) or run a second encoder/proposal/decoder stack over the same
+        ``input_proj`` and ``kpt_branch`` (``transformer``; default ``self.transformer``).
+
+        Raises:
+            ValueError: On mismatched shapes or missing skeletons.
+        """
+        transformer = self.transformer if transformer is None else transformer
+        batch, num_kpt = keypoint_tokens.shape[:2]
+        if query_features.shape[0] != batch or keypoint_mask.shape != (batch, num_kpt) \
+                or keypoint_tokens.shape[-1] != self.d_model:
+            raise ValueError(
+                f"shape mismatch: query_features {tuple(query_features.shape)}, keypoint_tokens "
+                f"{tuple(keypoint_tokens.shape)}, keypoint_mask {tuple(keypoint_mask.shape)}; "
+                f"expected [B,C,h,w], [B,K,{self.d_model}], [B,K]"
+            )
         if self.graph_ffn and skeletons is None:
             raise ValueError("this head has a GCN decoder (graph_ffn=True); pass one skeleton edge list per sample")
 
@@ -203,18 +234,16 @@ class CapeHead(nn.Module):
         image_pos = image_pos.flatten(1).transpose(0, 1)[None].expand(batch, -1, -1)
 
         mask = keypoint_mask.to(torch.bool)
-        # Invalid slots are zeroed before the projection, so they carry the projection bias.
-        keypoint_tokens = self.support_proj(support_embeddings * mask[..., None].to(support_embeddings.dtype))
         padding = ~mask
 
         # Encoder over [image; keypoints]; keypoint tokens get no position (zeros).
         tokens = torch.cat((image_tokens, keypoint_tokens), dim=1)
         pos = torch.cat((image_pos, image_pos.new_zeros(batch, num_kpt, d_model)), dim=1)
         key_padding = torch.cat((padding.new_zeros(batch, height * width), padding), dim=1)
-        encoded = self.transformer.encoder(tokens, pos=pos, key_padding_mask=key_padding)
+        encoded = transformer.encoder(tokens, pos=pos, key_padding_mask=key_padding)
         memory, keypoint_tokens = encoded[:, : height * width], encoded[:, height * width :]
 
-        proposals_for_loss, similarity_map, proposals = self.transformer.proposal_generator(
+        proposals_for_loss, similarity_map, proposals = transformer.proposal_generator(
             memory, keypoint_tokens, height, width
         )
 
@@ -224,7 +253,7 @@ class CapeHead(nn.Module):
         adjacency = (
             adjacency_from_skeleton(skeletons, ~decoder_padding).to(image.dtype) if self.graph_ffn else None
         )
-        normed, references = self.transformer.decoder(
+        normed, references = transformer.decoder(
             keypoint_tokens,
             memory,
             image_pos,

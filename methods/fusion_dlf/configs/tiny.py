@@ -1,0 +1,17 @@
+# Toy Method-DLF for tests and the CPU demo: random-init toy SwinV2 (192 channels), the packaged
+# all-MiniLM-L6-v2 text encoder (384-d, as CapeX tiny) and small heads for both paths.
+_base_ = ["./fusion_dlf.py"]
+
+backbone = "tiny"
+backbone_options = dict(drop_path=0.0)
+text_encoder = "minilm"
+
+head = dict(
+    d_model=64,
+    nhead=4,
+    num_encoder_layers=2,
+    num_decoder_layers=2,
+    dim_feedforward=128,
+    similarity_proj_dim=64,
+    dynamic_proj_dim=32,
+)
