@@ -3,6 +3,8 @@
 # ViT-B-32-quickgelu = OpenAI's weights; text tower for keypoint texts and class prompts, image tower
 # for the query) and the fusion module. 204,333,211 parameters (upstream counts.json
 # `capenext.total_params`), of which 151,277,313 are the frozen CLIP (both towers); 53,055,898 train.
+_base_ = ["../../_configs/cape_head.py"]
+
 input_size = 256
 
 backbone = "swinv2_tiny"
@@ -44,18 +46,3 @@ fusion = dict(
     # A prompt to use when a pair has no class name; None raises an error naming the category.
     fallback_prompt=None,
 )
-
-head = dict(
-    d_model=256,
-    nhead=8,
-    num_encoder_layers=3,
-    num_decoder_layers=3,
-    dim_feedforward=768,
-    dropout=0.1,
-    similarity_proj_dim=256,
-    dynamic_proj_dim=128,
-    graph_ffn=True,
-    heatmap_loss_weight=2.0,
-)
-# The mask (first shot's target weight) and the heatmap loss use 64x64 MSRA heatmaps, sigma 1.
-heatmap = dict(size=64, sigma=1.0)

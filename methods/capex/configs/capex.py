@@ -1,6 +1,8 @@
 # CapeX as in the paper: capex `configs/tiny/tiny_split*_config.py`, SwinV2-T backbone and the frozen
 # gte-base-en-v1.5 text encoder (768-d). 174,137,240 parameters (upstream counts.json
 # `capex.total_params`): the frozen gte (136,776,192) and the unused backbone classifier included.
+_base_ = ["../../_configs/cape_head.py"]
+
 input_size = 256
 
 backbone = "swinv2_tiny"
@@ -23,18 +25,3 @@ text_encoder_id = None  # which encoder id of `text_embeddings` to use when text
 
 # True builds the parts without given weights (backbone, gte/CLIP) from scratch: tests, profiling.
 random_init = False
-
-head = dict(
-    d_model=256,
-    nhead=8,
-    num_encoder_layers=3,
-    num_decoder_layers=3,
-    dim_feedforward=768,
-    dropout=0.1,
-    similarity_proj_dim=256,
-    dynamic_proj_dim=128,
-    graph_ffn=True,
-    heatmap_loss_weight=2.0,
-)
-# The mask (first shot's target weight) and the heatmap loss use 64x64 MSRA heatmaps, sigma 1.
-heatmap = dict(size=64, sigma=1.0)

@@ -1,0 +1,1 @@
+"""Config fragments shared by several methods' configs (used through mmengine `_base_`)."""
