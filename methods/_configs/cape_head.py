@@ -14,3 +14,15 @@ head = dict(
 )
 # Support pooling, the keypoint mask and the heatmap loss use 64x64 MSRA heatmaps, sigma 1.
 heatmap = dict(size=64, sigma=1.0)
+
+# The same head at toy size, for every method's `tiny` config (`head = {{_base_.tiny_head}}`):
+# small enough to train and evaluate on two CPU cores.
+tiny_head = dict(
+    d_model=64,
+    nhead=4,
+    num_encoder_layers=2,
+    num_decoder_layers=2,
+    dim_feedforward=128,
+    similarity_proj_dim=64,
+    dynamic_proj_dim=32,
+)

@@ -3,31 +3,12 @@
 # ViT-B-32-quickgelu = OpenAI's weights; text tower for keypoint texts and class prompts, image tower
 # for the query) and the fusion module. 204,333,211 parameters (upstream counts.json
 # `capenext.total_params`), of which 151,277,313 are the frozen CLIP (both towers); 53,055,898 train.
-_base_ = ["../../_configs/cape_head.py"]
+# Everything but the fusion module is the CapeNext paper's CapeX baseline: inherit it.
+_base_ = ["../../capex/configs/capex_clip.py"]
 
-input_size = 256
-
-backbone = "swinv2_tiny"
-backbone_options = dict(drop_path=0.2)
-# swinv2_tiny_patch4_window16_256.pth (Microsoft SwinV2 release). None: looked up under
-# $CAPE_BENCH_WEIGHTS; set it with --cfg-options backbone_weights=PATH.
-backbone_weights = None
-
-# Keypoint descriptions and class prompts: CLIP ViT-B/32's text tower (512-d, L2-normalised).
-text_encoder = "clip-vit-b32"
-# OpenAI's ViT-B-32.pt. None: looked up as $CAPE_BENCH_WEIGHTS/ViT-B-32.pt; set it with
-# --cfg-options text_encoder_path=PATH.
-text_encoder_path = None
-text_encoder_options = dict()
-# Optional file written by EmbeddingCache.save: keypoint texts and class prompts found there are not encoded.
-text_embeddings = None
-text_encoder_id = None
 # Query image embedding: None = the image tower of the text encoder's CLIP (upstream), or a dict of
 # load_clip arguments (model, weights, model_cfg, random_init) for a separate CLIP image tower.
 image_encoder = None
-
-# True builds the parts without given weights (backbone, CLIP) from scratch: tests, profiling.
-random_init = False
 
 # The fusion module (UPSTREAM_ARCH section 3; cape_bench.nn.fusion.CapeNextFusion) and the class prompt.
 fusion = dict(

@@ -20,12 +20,4 @@ image_encoder = dict(
 
 fusion = dict(num_heads=4, ffn_dim=256, dead_non_linear=False)
 
-head = dict(
-    d_model=64,
-    nhead=4,
-    num_encoder_layers=2,
-    num_decoder_layers=2,
-    dim_feedforward=128,
-    similarity_proj_dim=64,
-    dynamic_proj_dim=32,
-)
+head = {{_base_.tiny_head}}

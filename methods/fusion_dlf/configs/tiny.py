@@ -6,12 +6,4 @@ backbone = "tiny"
 backbone_options = dict(drop_path=0.0)
 text_encoder = "minilm"
 
-head = dict(
-    d_model=64,
-    nhead=4,
-    num_encoder_layers=2,
-    num_decoder_layers=2,
-    dim_feedforward=128,
-    similarity_proj_dim=64,
-    dynamic_proj_dim=32,
-)
+head = {{_base_.tiny_head}}
