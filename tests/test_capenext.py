@@ -20,6 +20,7 @@ from cape_bench.errors import ConfigError, WeightsMissingError
 from cape_bench.method import CapeMethod
 from cape_bench.nn.backbones import WEIGHTS_ENV
 from cape_bench.nn.fusion import AttentionLayer, CapeNextFusion, class_prompt
+from tests import weights
 from tests.test_methods import make_batch, select
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -36,20 +37,12 @@ def _no_weights_folder(monkeypatch):
     monkeypatch.delenv(WEIGHTS_ENV, raising=False)
 
 
-def _perturb(method: torch.nn.Module, seed: int = 0) -> None:
-    """Move every weight off its init (the zero-initialised kpt_branch outputs hide the support otherwise)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in method.parameters():
-            parameter.add_(0.02 * torch.randn(parameter.shape, generator=generator))
-
-
 def _method(name: str = "capenext", perturb: bool = True, **overrides) -> CapeMethod:
     torch.manual_seed(0)
     options = {"text_encoder": "hash", "text_encoder_options": {"dim": 384}, **overrides}
     method = build_method(name, "tiny", overrides=options)[0]
     if perturb:
-        _perturb(method)
+        weights.perturb(method)
     return method.eval()
 
 

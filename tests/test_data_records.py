@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 
 from cape_bench.data.layout import DatasetRoot, resolve_dataset
-from cape_bench.data.records import load_annotation_set, normalize_skeleton, sanitize_bbox
+from cape_bench.data.records import (
+    load_annotation_set,
+    normalize_skeleton,
+    sanitize_bbox,
+)
 from cape_bench.errors import DatasetError
 
 

@@ -13,7 +13,11 @@ import pytest
 from PIL import Image
 
 from cape_bench.data import demo
-from cape_bench.data.demo import DEMO_VERSION, ensure_demo_dataset, generate_demo_dataset
+from cape_bench.data.demo import (
+    DEMO_VERSION,
+    ensure_demo_dataset,
+    generate_demo_dataset,
+)
 from cape_bench.errors import ConfigError
 
 SUBSETS = ("train", "val", "test")

@@ -1,7 +1,6 @@
 """The fast evaluation path must give the naive path's numbers, for every registered method."""
 import numpy as np
 import pytest
-import torch
 
 from cape_bench.build import build_method, list_configs
 from cape_bench.data.episodes import EpisodeSampler
@@ -9,19 +8,12 @@ from cape_bench.data.keypoint_texts import KeypointTexts
 from cape_bench.data.layout import DatasetRoot
 from cape_bench.engine.evaluate import Evaluator, Prompts
 from cape_bench.registry import METHODS
+from tests import weights
 
 
 def _smallest_config(name: str) -> str:
     configs = list_configs(name)
     return "tiny" if "tiny" in configs else configs[0]
-
-
-def _perturb(method: torch.nn.Module) -> None:
-    """Move every weight off its init (e.g. zero-initialised output layers) so all of decode is exercised."""
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in method.parameters():
-            parameter.add_(0.02 * torch.randn(parameter.shape, generator=generator))
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +34,7 @@ def demo_split(demo_root):
 def test_fast_path_equals_naive_path(name, demo_split):
     root, annotations, episodes, keypoint_texts = demo_split
     method, _ = build_method(name, _smallest_config(name), demo=True)
-    _perturb(method)
+    weights.perturb(method)
     evaluator = Evaluator(method, root, annotations, episodes, batch_size=3)
     class_names = [annotations.categories[episodes[e].category_id].class_name for e, _ in evaluator.pairs]
     prompts = Prompts(keypoint_texts, class_names)

@@ -12,14 +12,15 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from cape_bench.methods.fusion_dlf.model import consistency_loss
 
 from cape_bench.build import build_method
 from cape_bench.checkpoints import load_checkpoint, save_checkpoint
 from cape_bench.errors import ConfigError
 from cape_bench.method import CapeMethod
-from cape_bench.methods.fusion_dlf.model import consistency_loss
 from cape_bench.nn.backbones import WEIGHTS_ENV
 from cape_bench.nn.fusion import CrossModalAlignmentAttention
+from tests import weights
 from tests.test_methods import make_batch
 
 TOLERANCE = dict(atol=1e-5, rtol=0)
@@ -30,20 +31,13 @@ def _no_weights_folder(monkeypatch):
     monkeypatch.delenv(WEIGHTS_ENV, raising=False)
 
 
-def _perturb(method: torch.nn.Module, seed: int = 0) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in method.parameters():
-            parameter.add_(0.02 * torch.randn(parameter.shape, generator=generator))
-
-
 def _method(name: str, perturb: bool = True, **overrides) -> CapeMethod:
     torch.manual_seed(0)
     if name == "fusion-dlf":
         overrides = {"text_encoder": "hash", "text_encoder_options": {"dim": 48}, **overrides}
     method = build_method(name, "tiny", overrides=overrides)[0]
     if perturb:
-        _perturb(method)
+        weights.perturb(method)
     return method.eval()
 
 

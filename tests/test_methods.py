@@ -14,7 +14,14 @@ import torch
 
 from cape_bench.build import build_method, list_configs
 from cape_bench.errors import ConfigError, WeightsMissingError
-from cape_bench.method import MAX_KEYPOINTS, CapeBatch, CapeMethod, PairBatch, QueryBatch, SupportBatch
+from cape_bench.method import (
+    MAX_KEYPOINTS,
+    CapeBatch,
+    CapeMethod,
+    PairBatch,
+    QueryBatch,
+    SupportBatch,
+)
 from cape_bench.nn.backbones import WEIGHTS_ENV
 from cape_bench.nn.embedding_cache import EmbeddingCache
 from cape_bench.nn.text_encoders import HashTextEncoder

@@ -8,7 +8,12 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from cape_bench.errors import CheckpointError, ConfigError, RegistryError, WeightsMissingError
+from cape_bench.errors import (
+    CheckpointError,
+    ConfigError,
+    RegistryError,
+    WeightsMissingError,
+)
 from cape_bench.nn.backbones import WEIGHTS_ENV, build_backbone, list_backbones
 
 # A SwinV2 small enough for CPU tests that still has 4 stages ending in an 8x8 map at 256 input.

@@ -6,7 +6,12 @@ import warnings
 import pytest
 import torch
 
-from cape_bench.errors import CheckpointError, ConfigError, RegistryError, WeightsMissingError
+from cape_bench.errors import (
+    CheckpointError,
+    ConfigError,
+    RegistryError,
+    WeightsMissingError,
+)
 from cape_bench.nn.backbones import WEIGHTS_ENV
 from cape_bench.nn.embedding_cache import EmbeddingCache
 from cape_bench.nn.text_encoders import (

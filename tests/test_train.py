@@ -17,7 +17,13 @@ from cape_bench.checkpoints import load_checkpoint
 from cape_bench.data.crops import instance_crop_matrix
 from cape_bench.data.keypoint_texts import KeypointTexts
 from cape_bench.data.layout import DatasetRoot
-from cape_bench.data.train_pairs import NO_AUGMENTATION, Augmentation, TrainPairDataset, collate_pairs, draw_pairs
+from cape_bench.data.train_pairs import (
+    NO_AUGMENTATION,
+    Augmentation,
+    TrainPairDataset,
+    collate_pairs,
+    draw_pairs,
+)
 from cape_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cape_bench.engine import demo_checkpoints
 from cape_bench.engine.demo_checkpoints import ensure_demo_checkpoint

@@ -6,7 +6,13 @@ import pytest
 
 from cape_bench.data.crops import crop_instance
 from cape_bench.data.records import load_annotation_set
-from cape_bench.data.transforms import apply_affine, bbox_to_center_scale, crop_matrix, invert_affine, normalize_image
+from cape_bench.data.transforms import (
+    apply_affine,
+    bbox_to_center_scale,
+    crop_matrix,
+    invert_affine,
+    normalize_image,
+)
 
 
 def _three_point_reference(center, scale, rotation_deg, size):

@@ -16,7 +16,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from cape_bench.nn.graph_decoder import GraphTransformerDecoder, KeypointOffsetMLP, inverse_sigmoid
+from cape_bench.nn.graph_decoder import (
+    GraphTransformerDecoder,
+    KeypointOffsetMLP,
+    inverse_sigmoid,
+)
 from cape_bench.nn.losses import cape_losses
 from cape_bench.nn.positional import SinePositionalEncoding
 from cape_bench.nn.proposal import ProposalGenerator
@@ -72,6 +76,20 @@ class CapeEncoderDecoder(nn.Module):
         self.encoder = TransformerEncoder(d_model, nhead, num_encoder_layers, dim_feedforward, dropout)
         self.decoder = GraphTransformerDecoder(d_model, nhead, num_decoder_layers, dim_feedforward, dropout, graph_ffn)
         self.proposal_generator = ProposalGenerator(d_model, similarity_proj_dim, dynamic_proj_dim)
+
+
+def xavier_init(root: nn.Module) -> None:
+    """Upstream `PoseHead.init_weights`: xavier-uniform on every >1-dim ``.weight`` under `root`, biases 0.
+
+    ``nn.MultiheadAttention`` has no ``.weight`` and keeps its own init.
+    """
+    for module in root.modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, Tensor) and weight.dim() > 1:
+            nn.init.xavier_uniform_(weight)
+            bias = getattr(module, "bias", None)
+            if isinstance(bias, Tensor):
+                nn.init.zeros_(bias)
 
 
 class CapeHead(nn.Module):
@@ -154,13 +172,7 @@ class CapeHead(nn.Module):
         ``nn.MultiheadAttention`` has no ``.weight`` and keeps its own init (its
         ``out_proj`` is a Linear and is re-initialised like the others, as upstream).
         """
-        for module in self.modules():
-            weight = getattr(module, "weight", None)
-            if isinstance(weight, Tensor) and weight.dim() > 1:
-                nn.init.xavier_uniform_(weight)
-                bias = getattr(module, "bias", None)
-                if isinstance(bias, Tensor):
-                    nn.init.zeros_(bias)
+        xavier_init(self)
         for branch in self.kpt_branch:
             nn.init.zeros_(branch.mlp[-1].weight)
             nn.init.zeros_(branch.mlp[-1].bias)

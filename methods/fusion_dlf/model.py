@@ -25,14 +25,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
+from cape_bench.methods.capex.model import CapeX
+from cape_bench.methods.graphcape.model import GraphCape
 from torch import Tensor, nn
 
 from cape_bench.errors import ConfigError
 from cape_bench.method import CapeBatch, Encoded, PairBatch, SupportBatch
-from cape_bench.methods.capex.model import CapeX
-from cape_bench.methods.graphcape.model import GraphCape
-from cape_bench.nn.head import CapeEncoderDecoder, HeadOutput
+from cape_bench.nn.head import CapeEncoderDecoder, HeadOutput, xavier_init
 from cape_bench.nn.losses import keypoint_normalizer
 
 __all__ = ["FusionDLF", "consistency_loss", "OUTPUTS", "CONSISTENCY_KINDS"]
@@ -75,14 +74,7 @@ class DecisionPath(nn.Module):
         super().__init__()
         self.query_proj = nn.Linear(support_dim, transformer["d_model"])
         self.transformer = CapeEncoderDecoder(**transformer)
-        # CapeHead.init_weights: xavier-uniform on every >1-dim weight, zero biases (MHA keeps its own).
-        for module in self.modules():
-            weight = getattr(module, "weight", None)
-            if isinstance(weight, Tensor) and weight.dim() > 1:
-                nn.init.xavier_uniform_(weight)
-                bias = getattr(module, "bias", None)
-                if isinstance(bias, Tensor):
-                    nn.init.zeros_(bias)
+        xavier_init(self)  # as CapeHead.init_weights
 
 
 class FusionDLF(CapeX):
