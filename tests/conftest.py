@@ -28,8 +28,9 @@ def demo_root(session_cache) -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch, tmp_path, session_cache):
-    """No test sees the developer's MP-100 root, config file or results folder."""
+    """No test sees the developer's MP-100 root, weights, config file or results folder."""
     monkeypatch.delenv("CAPE_BENCH_DATA", raising=False)
+    monkeypatch.delenv("CAPE_BENCH_WEIGHTS", raising=False)  # no test may pick up real weights
     monkeypatch.setenv("CAPE_BENCH_CONFIG", str(tmp_path / "no-config.json"))
     monkeypatch.setenv("CAPE_BENCH_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("CAPE_BENCH_CACHE", str(session_cache))

@@ -32,11 +32,6 @@ TINY_CLIP = dict(
 )
 
 
-@pytest.fixture(autouse=True)
-def _no_weights_folder(monkeypatch):
-    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
-
-
 def _method(name: str = "capenext", perturb: bool = True, **overrides) -> CapeMethod:
     torch.manual_seed(0)
     options = {"text_encoder": "hash", "text_encoder_options": {"dim": 384}, **overrides}

@@ -18,17 +18,11 @@ from cape_bench.build import build_method
 from cape_bench.checkpoints import load_checkpoint, save_checkpoint
 from cape_bench.errors import ConfigError
 from cape_bench.method import CapeMethod
-from cape_bench.nn.backbones import WEIGHTS_ENV
 from cape_bench.nn.fusion import CrossModalAlignmentAttention
 from tests import weights
 from tests.test_methods import make_batch
 
 TOLERANCE = dict(atol=1e-5, rtol=0)
-
-
-@pytest.fixture(autouse=True)
-def _no_weights_folder(monkeypatch):
-    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
 
 
 def _method(name: str, perturb: bool = True, **overrides) -> CapeMethod:

