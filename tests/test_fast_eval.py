@@ -47,3 +47,24 @@ def test_fast_path_equals_naive_path(name, demo_split):
     scale = (naive.normalizer * 1.25)[:, None, None]
     assert np.max(np.abs(fast.keypoints - naive.keypoints)[valid] / np.broadcast_to(scale, naive.keypoints.shape)[valid]) < 1e-5
     np.testing.assert_array_equal(fast.mask, naive.mask)
+
+
+@pytest.mark.parametrize("name, support_key", [("capex", "mask"), ("graphcape", "instance")])
+def test_fast_path_decodes_each_distinct_input_once(name, support_key, demo_split):
+    """Text supports of a category encode alike, so pairs differ only by query and support mask;
+    an image support differs per instance, so only repeated (support, query) pairs collapse."""
+    root, annotations, _, keypoint_texts = demo_split
+    kept = list(annotations.categories)[:2]
+    # 40 episodes of 10 queries over 40 instances: every query is paired with many supports.
+    episodes = [e for e in EpisodeSampler(episodes_per_category=40, queries_per_episode=10).sample(annotations) if e.category_id in kept]
+    method, _ = build_method(name, "tiny", demo=True)
+    evaluator = Evaluator(method, root, annotations, episodes, batch_size=64)
+    decoded_rows = []
+    decode = evaluator._decode
+    evaluator._decode = lambda query, support, pairs: decoded_rows.append(len(pairs.class_names)) or decode(query, support, pairs)
+    class_names = [annotations.categories[episodes[e].category_id].class_name for e, _ in evaluator.pairs]
+    evaluator.run(Prompts(keypoint_texts, class_names), fast=True)
+    instances = annotations.instances
+    key = {"mask": lambda s: instances[s].visible.tobytes(), "instance": lambda s: s}[support_key]
+    distinct = {(query, key(episodes[e].supports[0])) for e, query in evaluator.pairs}
+    assert sum(decoded_rows) == len(distinct) < len(evaluator.pairs)

@@ -3,13 +3,16 @@
 Fast path (default): per category, every distinct query and support instance
 is cropped once (DataLoader workers), each query crop and each support is
 encoded once, and `decode` runs over many pairs per batch with K = the
-category's keypoint count. Naive path: every pair on its own at batch size 1
+category's keypoint count, once per distinct set of decode inputs (for a
+text-support method, pairs that differ only in a fully visible support
+collapse into one). Naive path: every pair on its own at batch size 1
 with the 100 padded slots, as the upstream test loop does. Both must give the
 same numbers; `tests/test_fast_eval.py` holds them to it for every method.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,35 +151,57 @@ class Evaluator:
         support_crops = self._crops(support_instances, with_images=wants_support_image)
         texts = prompts.keypoint_texts.get(category.id, [])
 
-        if method.separable:
-            cache_key = (self.annotations.sha256, category.id, tuple(query_list), method.input_size, id(method))
-            query_encoded = self.query_cache.get(cache_key)
-            if query_encoded is None:
-                query_encoded = Encoded.cat(
-                    [self._encode_query(self._query_batch([crops[i] for i in chunk], category)) for chunk in _chunks(query_list, self.batch_size)]
-                )
-                self.query_cache.put(cache_key, query_encoded)
-            support_encoded = Encoded.cat(
-                [
-                    method.encode_support(self._support_batch(chunk, support_crops, category, texts, num_slots, wants_support_image))
-                    for chunk in _chunks(support_list, self.batch_size)
-                ]
-            ).padded(num_slots)
+        if not method.separable:
+            self._decode_joint(category, pair_indices, crops, support_crops, texts, num_slots, prompts, predicted)
+            return
+        cache_key = (self.annotations.sha256, category.id, tuple(query_list), method.input_size, id(method))
+        query_encoded = self.query_cache.get(cache_key)
+        if query_encoded is None:
+            query_encoded = Encoded.cat(
+                [self._encode_query(self._query_batch([crops[i] for i in chunk], category)) for chunk in _chunks(query_list, self.batch_size)]
+            )
+            self.query_cache.put(cache_key, query_encoded)
+        support_encoded = Encoded.cat(
+            [
+                method.encode_support(self._support_batch(chunk, support_crops, category, texts, num_slots, wants_support_image))
+                for chunk in _chunks(support_list, self.batch_size)
+            ]
+        ).padded(num_slots)
+
+        # Pairs whose decode inputs are identical (same query, byte-identical support encoding,
+        # same mask and class name) are decoded once: for a text-support method every support of a
+        # category encodes to the same text embeddings, so only its distinct visibility masks remain.
+        support_fingerprints = _row_fingerprints(support_encoded)
+        groups: OrderedDict[tuple, list[int]] = OrderedDict()
+        for p in pair_indices:
+            shots = self.episodes[self.pairs[p][0]].supports
+            visible = np.logical_and.reduce([support_crops[i].visible for i in shots])
+            key = (query_row[self.pairs[p][1]], support_fingerprints[support_row[shots]], visible.tobytes(), prompts.class_names[p])
+            groups.setdefault(key, []).append(p)
+        for chunk in _chunks(list(groups.values()), self.batch_size):
+            first = [members[0] for members in chunk]
+            shots = [self.episodes[self.pairs[p][0]].supports for p in first]
+            pair_batch = self._pair_batch(shots, support_crops, category, [prompts.class_names[p] for p in first], num_slots)
+            rows_q = torch.tensor([query_row[self.pairs[p][1]] for p in first])
+            rows_s = torch.tensor([support_row[s] for s in shots])
+            output = self._decode(query_encoded.select(rows_q), support_encoded.select(rows_s), pair_batch)
+            covered = [p for members in chunk for p in members]
+            rows = torch.tensor([row for row, members in enumerate(chunk) for _ in members], device=output.device)
+            self._store(covered, output.index_select(0, rows), crops, category, predicted)
+            if self.progress is not None:
+                self.progress.update(len(covered))
+
+    def _decode_joint(self, category, pair_indices, crops, support_crops, texts, num_slots, prompts, predicted) -> None:
+        """A method that cannot separate its stages: whole pairs through `predict`, many per batch."""
+        wants_support_image = "image" in self.method.support_kinds
         for chunk in _chunks(pair_indices, self.batch_size):
             shots = [self.episodes[self.pairs[p][0]].supports for p in chunk]
-            pair_batch = self._pair_batch(shots, support_crops, category, [prompts.class_names[p] for p in chunk], num_slots)
-            if method.separable:
-                rows_q = torch.tensor([query_row[self.pairs[p][1]] for p in chunk])
-                rows_s = torch.tensor([support_row[s] for s in shots])
-                output = self._decode(query_encoded.select(rows_q), support_encoded.select(rows_s), pair_batch)
-            else:
-                batch = CapeBatch(
-                    self._query_batch([crops[self.pairs[p][1]] for p in chunk], category),
-                    self._support_batch(shots, support_crops, category, texts, num_slots, wants_support_image),
-                    pair_batch,
-                )
-                output = method.predict(batch)
-            self._store(chunk, output, crops, category, predicted)
+            batch = CapeBatch(
+                self._query_batch([crops[self.pairs[p][1]] for p in chunk], category),
+                self._support_batch(shots, support_crops, category, texts, num_slots, wants_support_image),
+                self._pair_batch(shots, support_crops, category, [prompts.class_names[p] for p in chunk], num_slots),
+            )
+            self._store(chunk, self.method.predict(batch), crops, category, predicted)
             if self.progress is not None:
                 self.progress.update(len(chunk))
 
@@ -288,6 +313,14 @@ class Evaluator:
             query_ids=np.array([instances[q].annotation_id for _, q in self.pairs]),
             support_ids=np.array([instances[self.episodes[e].supports[0]].annotation_id for e, _ in self.pairs]),
         )
+
+
+def _row_fingerprints(encoded: Encoded) -> list[bytes]:
+    """A digest per batch row of every tensor in `encoded`: equal digests mean equal rows."""
+    tensors = [encoded.per_item[k] for k in sorted(encoded.per_item)] + [encoded.per_keypoint[k] for k in sorted(encoded.per_keypoint)]
+    arrays = [t.detach().float().cpu().reshape(t.shape[0], -1).numpy() for t in tensors]
+    rows = len(arrays[0]) if arrays else 0
+    return [hashlib.blake2b(b"".join(a[r].tobytes() for a in arrays), digest_size=16).digest() for r in range(rows)]
 
 
 def _chunks(items: list, size: int):
