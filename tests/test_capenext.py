@@ -284,7 +284,7 @@ def test_image_only_reads_no_class_name():
 
 def test_image_embedding_is_the_resized_imagenet_crop_through_the_clip_image_tower(capenext):
     method = capenext
-    images = torch.randn(2, 3, 256, 256)
+    images = torch.randn(2, 3, method.input_size, method.input_size)
     with torch.inference_mode():
         embedding = method.encode_query(dataclasses.replace(make_batch(method).query, images=images)
                                         ).per_item["image_embedding"]

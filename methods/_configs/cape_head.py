@@ -15,8 +15,12 @@ head = dict(
 # Support pooling, the keypoint mask and the heatmap loss use 64x64 MSRA heatmaps, sigma 1.
 heatmap = dict(size=64, sigma=1.0)
 
-# The same head at toy size, for every method's `tiny` config (`head = {{_base_.tiny_head}}`):
-# small enough to train and evaluate on two CPU cores.
+# The same head at toy size, for every method's `tiny` config (`head = {{_base_.tiny_head}}`,
+# `input_size = {{_base_.tiny_input_size}}`, `heatmap = {{_base_.tiny_heatmap}}`): 128 px crops
+# (an 8x8 feature map) and 32x32 heatmaps (stride 4, as 64 for 256), small enough to train and
+# evaluate on two CPU cores.
+tiny_input_size = 128
+tiny_heatmap = dict(size=32, sigma=1.0)
 tiny_head = dict(
     d_model=64,
     nhead=4,

@@ -21,3 +21,5 @@ image_encoder = dict(
 fusion = dict(num_heads=4, ffn_dim=256, dead_non_linear=False)
 
 head = {{_base_.tiny_head}}
+input_size = {{_base_.tiny_input_size}}
+heatmap = {{_base_.tiny_heatmap}}

@@ -7,3 +7,5 @@ backbone_options = dict(drop_path=0.0)
 text_encoder = "minilm"
 
 head = {{_base_.tiny_head}}
+input_size = {{_base_.tiny_input_size}}
+heatmap = {{_base_.tiny_heatmap}}

@@ -9,3 +9,5 @@ text_encoder = "hash"
 text_encoder_options = dict(dim=192)
 
 head = {{_base_.tiny_head}}
+input_size = {{_base_.tiny_input_size}}
+heatmap = {{_base_.tiny_heatmap}}

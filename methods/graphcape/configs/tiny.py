@@ -5,3 +5,5 @@ backbone = "tiny"
 backbone_options = dict(drop_path=0.0)
 
 head = {{_base_.tiny_head}}
+input_size = {{_base_.tiny_input_size}}
+heatmap = {{_base_.tiny_heatmap}}

@@ -1,0 +1,15 @@
+# Toy Raster2Seq for tests and the CPU demo: random-init toy SwinV2 on 128x128 crops, small decoder.
+_base_ = ["./raster2seq.py"]
+
+input_size = 128
+backbone = "tiny"
+backbone_options = dict(drop_path=0.0)
+
+model = dict(
+    d_model=64,
+    nhead=4,
+    num_decoder_layers=2,
+    num_support_layers=2,
+    dim_feedforward=128,
+    num_bins=64,
+)
