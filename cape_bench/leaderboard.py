@@ -203,7 +203,7 @@ def published_robustness_rows(path: Path) -> pd.DataFrame:
 # ------------------------------------------------------------------ efficiency
 EFFICIENCY_COLUMNS = [
     "method", "config", "device", "dtype", "batch", "params (M)", "trainable (M)", "frozen (M)",
-    "GFLOPs query", "GFLOPs prompt", "query ms", "query p90 ms", "query FPS", "full ms", "full FPS", "peak memory (MiB)", "source",
+    "GFLOPs query", "GFLOPs prompt", "query ms", "query p90 ms", "query FPS", "full ms", "full FPS", "peak memory (MiB)", "timed calls", "source",
 ]
 
 
@@ -226,6 +226,7 @@ def efficiency_table(profiles: list[dict]) -> pd.DataFrame:
                 "query ms": _sig(latency["latency_ms"]), "query p90 ms": _sig(latency["p90_ms"]),
                 "query FPS": _sig(latency["fps"]), "full ms": _sig(latency["full_ms"]), "full FPS": _sig(latency.get("full_fps")),
                 "peak memory (MiB)": None if memory["peak_mib"] is None else round(memory["peak_mib"], 1),
+                "timed calls": conditions.get("iters"),
                 "source": f"cape-bench profile ({record['weights'].split(' (')[0]})",
             })
     return pd.DataFrame(rows, columns=EFFICIENCY_COLUMNS) if rows else pd.DataFrame(columns=EFFICIENCY_COLUMNS)
@@ -265,7 +266,7 @@ ROBUSTNESS_NOTE = (
     "JSON names), clean values from the same paper's Tables 1-2."
 )
 EFFICIENCY_NOTE = (
-    "Ours: `cape-bench profile`, pre-loaded 256x256 tensors, median over >= 100 timed calls after warm-up; query = image path + "
+    "Ours: `cape-bench profile`, pre-loaded 256x256 tensors, median over the row's timed calls after warm-up (>= 100 for reported numbers; fewer is a quick measurement); query = image path + "
     "head per query with the prompt encoded once per category, full = prompt + image + head (the per-sample forward upstream "
     "scripts time); FLOPs from torch FlopCounterMode (2 x MACs, matmul/conv/attention only), GFLOPs at batch 1. "
     "CPU rows are CPU timings, not comparable with GPU rows. Published rows (fusion paper Table 5): RTX 3060, 100 runs; "
