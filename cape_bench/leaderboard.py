@@ -266,7 +266,7 @@ ROBUSTNESS_NOTE = (
     "JSON names), clean values from the same paper's Tables 1-2."
 )
 EFFICIENCY_NOTE = (
-    "Ours: `cape-bench profile`, pre-loaded 256x256 tensors, median over the row's timed calls after warm-up (>= 100 for reported numbers; fewer is a quick measurement); query = image path + "
+    "Ours: `cape-bench profile`, pre-loaded tensors at the config's input size (256 px full size, 128 px tiny), median over the row's timed calls after warm-up (>= 100 for reported numbers; fewer is a quick measurement); query = image path + "
     "head per query with the prompt encoded once per category, full = prompt + image + head (the per-sample forward upstream "
     "scripts time); FLOPs from torch FlopCounterMode (2 x MACs, matmul/conv/attention only), GFLOPs at batch 1. "
     "CPU rows are CPU timings, not comparable with GPU rows. Published rows (fusion paper Table 5): RTX 3060, 100 runs; "

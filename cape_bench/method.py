@@ -149,11 +149,17 @@ class CapeMethod(nn.Module):
     trainable: ClassVar[bool] = True
     uses_query_image: ClassVar[bool] = True
     input_size: int = 256
+    method_name: ClassVar[str] = "method"
 
     def __init__(self, config: dict | None = None) -> None:
         super().__init__()
         self.config = dict(config or {})
         self.input_size = int(self.config.get("input_size", 256))
+
+    @property
+    def where(self) -> str:
+        """"method 'x', config 'y'": the prefix of every error message."""
+        return f"method {self.method_name!r}, config {self.config.get('config_name', '<dict>')!r}"
 
     def encode_query(self, query: QueryBatch) -> Encoded:
         """Support-independent query features (backbone map, image embedding)."""

@@ -14,14 +14,13 @@ Config keys read here (see `methods/graphcape/configs/graphcape_s.py`):
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 from typing import Any, ClassVar
 
 from torch import Tensor
 
-from cape_bench.errors import ConfigError, WeightsMissingError
+from cape_bench.errors import ConfigError
 from cape_bench.method import MAX_KEYPOINTS, CapeBatch, CapeMethod, Encoded, PairBatch, QueryBatch
-from cape_bench.nn.backbones import BACKBONES, ImageBackbone, build_backbone
+from cape_bench.nn.backbones import ImageBackbone, backbone_from_config
 from cape_bench.nn.head import CapeHead, HeadOutput
 from cape_bench.nn.heatmaps import keypoint_heatmaps
 
@@ -66,34 +65,8 @@ class CapeHeadMethod(CapeMethod):
 
     # ------------------------------------------------------------------ building
 
-    @property
-    def where(self) -> str:
-        """"method 'x', config 'y'": the prefix of every error message."""
-        return f"method {self.method_name!r}, config {self.config.get('config_name', '<dict>')!r}"
-
     def _build_backbone(self) -> ImageBackbone:
-        name = self.config.get("backbone")
-        if not isinstance(name, str):
-            raise ConfigError(f"{self.where}: set `backbone` to a backbone name (e.g. 'swinv2_small', 'tiny')")
-        options = dict(self.config.get("backbone_options") or {})
-        if options.setdefault("img_size", self.input_size) != self.input_size:
-            raise ConfigError(f"{self.where}: backbone_options.img_size={options['img_size']} differs from "
-                              f"input_size={self.input_size}; the backbone must take the crops the runner makes")
-        weights = self.config.get("backbone_weights")
-        if weights is not None and str(weights) != "timm":
-            weights = Path(weights).expanduser()
-        if isinstance(weights, Path) and not weights.is_file():
-            # Checked before building: a full-size backbone takes seconds to initialise.
-            spec = BACKBONES.get(name)
-            wanted = f"{spec.weights_file} from {spec.weights_url}" if spec and spec.weights_file else "the weights"
-            raise WeightsMissingError(f"{self.where}: backbone_weights={str(weights)!r} does not exist; download "
-                                      f"{wanted} and pass its path with --cfg-options backbone_weights=PATH")
-        try:
-            return build_backbone(name, weights=weights,
-                                  random_init=bool(self.config.get("random_init")) and weights is None, **options)
-        except WeightsMissingError as error:
-            raise WeightsMissingError(f"{self.where}: {str(error).rstrip('.')}. With cape-bench, pass "
-                                      f"--cfg-options backbone_weights=PATH.") from None
+        return backbone_from_config(self.config, self.input_size, self.where)
 
     def _build_support_encoder(self) -> int:
         """Build and register what encodes the support, if anything; return the embedding width D."""

@@ -434,6 +434,35 @@ _FAMILIES = {"swinv2": _build_swinv2, "vit": _build_vit, "cnn": _build_cnn}
 _EXTRA_OVERRIDES = {"swinv2": {"mlp_ratio"}, "vit": set(), "cnn": set()}
 
 
+def backbone_from_config(config: Mapping[str, Any], input_size: int, where: str) -> ImageBackbone:
+    """The image backbone a method config names (`backbone`, `backbone_options`, `backbone_weights`).
+
+    Checks the cheap things (a name is set, the image size equals the crops the runner makes,
+    a weights path exists) before building, since a full-size backbone takes seconds to
+    initialise; every error starts with `where` (the method and config).
+    """
+    name = config.get("backbone")
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}: set `backbone` to a backbone name (one of {', '.join(list_backbones())})")
+    options = dict(config.get("backbone_options") or {})
+    if options.setdefault("img_size", input_size) != input_size:
+        raise ConfigError(f"{where}: backbone_options.img_size={options['img_size']} differs from "
+                          f"input_size={input_size}; the backbone must take the crops the runner makes")
+    weights = config.get("backbone_weights")
+    if weights is not None and str(weights) != "timm":
+        weights = Path(weights).expanduser()
+    if isinstance(weights, Path) and not weights.is_file():
+        spec = BACKBONES.get(name)
+        wanted = f"{spec.weights_file} from {spec.weights_url}" if spec and spec.weights_file else "the weights"
+        raise WeightsMissingError(f"{where}: backbone_weights={str(weights)!r} does not exist; download "
+                                  f"{wanted} and pass its path with --cfg-options backbone_weights=PATH")
+    try:
+        return build_backbone(name, weights=weights, random_init=bool(config.get("random_init")) and weights is None, **options)
+    except WeightsMissingError as error:
+        raise WeightsMissingError(f"{where}: {str(error).rstrip('.')}. With cape-bench, pass "
+                                  f"--cfg-options backbone_weights=PATH.") from None
+
+
 def _default_device_is_meta() -> bool:
     getter = getattr(torch, "get_default_device", None)
     return getter is not None and torch.device(getter()).type == "meta"

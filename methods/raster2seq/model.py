@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cape_bench.errors import ConfigError, WeightsMissingError
+from cape_bench.errors import ConfigError
 from cape_bench.method import (
     MAX_KEYPOINTS,
     CapeBatch,
@@ -41,7 +41,7 @@ from cape_bench.methods.raster2seq.sequence import (
     sequence_targets,
 )
 from cape_bench.methods.raster2seq.support_encoder import PoseGraphEncoder
-from cape_bench.nn.backbones import ImageBackbone, build_backbone
+from cape_bench.nn.backbones import ImageBackbone, backbone_from_config
 
 __all__ = ["Raster2Seq", "Raster2SeqSettings"]
 
@@ -120,23 +120,8 @@ class Raster2Seq(CapeMethod):
         self.class_head = nn.Linear(s.d_model, s.num_bins + len(SPECIAL_CLASSES))
         self.coord_head = nn.Linear(s.d_model, 2)
 
-    @property
-    def where(self) -> str:
-        """"method 'x', config 'y'": the prefix of every error message."""
-        return f"method {self.method_name!r}, config {self.config.get('config_name', '<dict>')!r}"
-
     def _build_backbone(self) -> ImageBackbone:
-        name = self.config.get("backbone")
-        if not isinstance(name, str):
-            raise ConfigError(f"{self.where}: set `backbone` to a backbone name (e.g. 'resnet50', 'tiny')")
-        options = dict(self.config.get("backbone_options") or {}, img_size=self.input_size)
-        weights = self.config.get("backbone_weights")
-        try:
-            return build_backbone(name, weights=weights, random_init=bool(self.config.get("random_init")) and weights is None,
-                                  **options)
-        except WeightsMissingError as error:
-            raise WeightsMissingError(f"{self.where}: {str(error).rstrip('.')}. With cape-bench, pass "
-                                      f"--cfg-options backbone_weights=PATH.") from None
+        return backbone_from_config(self.config, self.input_size, self.where)
 
     # ------------------------------------------------------------------ stages
 
