@@ -21,6 +21,7 @@ from cape_bench.method import CapeMethod
 from cape_bench.nn.backbones import WEIGHTS_ENV
 from cape_bench.nn.fusion import AttentionLayer, CapeNextFusion, class_prompt
 from tests import weights
+from tests.spies import record_encode_calls
 from tests.test_methods import make_batch, select
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -55,16 +56,6 @@ def capenext(built):
     return built
 
 
-def _spy(monkeypatch, encoder) -> list[list[str]]:
-    calls: list[list[str]] = []
-    original = encoder.encode
-
-    def encode(texts):
-        calls.append(list(texts))
-        return original(texts)
-
-    monkeypatch.setattr(encoder, "encode", encode)
-    return calls
 
 
 def _with_class_names(batch, names):
@@ -208,7 +199,7 @@ def test_class_prompt_template():
 
 def test_decode_encodes_the_prompt_of_each_pair_once(monkeypatch, capenext):
     method = capenext
-    calls = _spy(monkeypatch, method.text_backbone)
+    calls = record_encode_calls(monkeypatch, method.text_backbone)
     names = ["zebra body", "horse body", "chair"]
     batch = make_batch(method, batch=3, num_kpt=6)
     with torch.inference_mode():
@@ -257,7 +248,7 @@ def test_missing_class_name_names_the_category(missing, capenext):
 
 def test_fallback_prompt_replaces_a_missing_class_name(monkeypatch):
     method = _method(**{"fusion.fallback_prompt": "a photo of an object"})
-    calls = _spy(monkeypatch, method.text_backbone)
+    calls = record_encode_calls(monkeypatch, method.text_backbone)
     batch = make_batch(method, batch=2, num_kpt=6)
     with torch.inference_mode():
         query, support = method.encode_query(batch.query), method.encode_support(batch.support)

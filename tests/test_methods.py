@@ -25,6 +25,7 @@ from cape_bench.method import (
 from cape_bench.nn.embedding_cache import EmbeddingCache
 from cape_bench.nn.text_encoders import HashTextEncoder
 from cape_bench.registry import METHODS
+from tests.spies import record_encode_calls
 
 TINY = "tiny"
 DESCRIPTIONS = [
@@ -215,6 +216,15 @@ FULL_SIZE = {
     ("capex", "capex"): (174_137_240, 136_776_192),  # capex.total_params; text_backbone (gte)
     ("capex", "capex_s"): (195_518_504, 136_776_192),  # capex_s.total_params
     ("capex", "capex_clip"): (188_572_825, 151_277_313),  # capex_clip.total_params; whole CLIP
+    # Fusion paper (Li & Liu) Table 5: Method-FLF 195.715 M, Method-DLF 203.742 M. Both build on
+    # CapeX-S (frozen gte-base `text_backbone` 136,776,192):
+    #   FLF = CapeX-S + CMAA's three bias-free 256x256 projections + gamma = 195,715,113;
+    #   DLF = CapeX-S + encoder 1,975,296 + proposal generator 197,504 + graph decoder 5,853,696
+    #         + query_proj 768->256 196,864 (counts.json capex_s.params_by_group) = 203,741,864.
+    ("fusion-flf", "fusion_flf"): (195_518_504 + 3 * 256 * 256 + 1, 136_776_192),
+    ("fusion-dlf", "fusion_dlf"): (195_518_504 + 1_975_296 + 197_504 + 5_853_696 + 196_864, 136_776_192),
+    # GraphCape-S with plain FFNs: 3 decoder layers x 197,376 fewer GCN parameters.
+    ("capeformer", "capeformer"): (58_150_184, 0),
 }
 
 
@@ -293,21 +303,11 @@ def _hash_capex(**overrides) -> CapeMethod:
     return build_method("capex", TINY, overrides=options)[0].eval()
 
 
-def _spy(monkeypatch, encoder) -> list[list[str]]:
-    calls: list[list[str]] = []
-    original = encoder.encode
-
-    def encode(texts):
-        calls.append(list(texts))
-        return original(texts)
-
-    monkeypatch.setattr(encoder, "encode", encode)
-    return calls
 
 
 def test_each_description_is_encoded_once_across_support_batches(monkeypatch):
     method = _hash_capex()
-    calls = _spy(monkeypatch, method.text_backbone)
+    calls = record_encode_calls(monkeypatch, method.text_backbone)
     categories = {3: DESCRIPTIONS[:9], 5: ["left wing tip", "right wing tip", "beak", "tail", "nose"]}
     with torch.inference_mode():
         for seed in range(6):
@@ -340,7 +340,7 @@ def test_support_embeddings_are_the_visible_descriptions_of_the_first_shot():
 
 def test_put_embeddings_are_used_without_encoding(monkeypatch):
     method = _hash_capex()
-    calls = _spy(monkeypatch, method.text_backbone)
+    calls = record_encode_calls(monkeypatch, method.text_backbone)
     rows = torch.nn.functional.normalize(torch.randn(9, 32), dim=-1)
     method.embedding_cache.put(method.text_encoder_id, DESCRIPTIONS[:9], rows)
     batch = make_batch(method, batch=2, num_kpt=9)
