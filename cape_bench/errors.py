@@ -28,3 +28,13 @@ class CheckpointError(CapeBenchError):
 
 class WeightsMissingError(CheckpointError):
     """Pretrained weights that must be downloaded by hand before a real run."""
+
+
+def reject_unknown_settings(given, allowed, what: str) -> None:
+    """Raise ConfigError when `given` names a setting outside `allowed` (a typo must not pass silently).
+
+    `what` leads the message, e.g. "method 'capex', config 'tiny': head".
+    """
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{what} has no setting {', '.join(unknown)}; it takes {', '.join(sorted(allowed))}")

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from cape_bench.errors import ConfigError
+from cape_bench.errors import ConfigError, reject_unknown_settings
 from cape_bench.method import MAX_KEYPOINTS, CapeBatch, CapeMethod, Encoded, PairBatch, QueryBatch
 from cape_bench.nn.backbones import ImageBackbone, backbone_from_config
 from cape_bench.nn.head import CapeHead, HeadOutput
@@ -75,9 +75,7 @@ class CapeHeadMethod(CapeMethod):
     def _head_options(self) -> dict[str, Any]:
         options = dict(self.config.get("head") or {})
         allowed = set(inspect.signature(CapeHead).parameters) - set(_HEAD_FIXED)
-        unknown = sorted(set(options) - allowed)
-        if unknown:
-            raise ConfigError(f"{self.where}: head has no setting {', '.join(unknown)}; it takes {', '.join(sorted(allowed))}")
+        reject_unknown_settings(options, allowed, f"{self.where}: head")
         return options
 
     # ------------------------------------------------------------------ helpers

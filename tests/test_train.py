@@ -286,7 +286,7 @@ def test_learning_rate_warms_up_then_steps_down(test_method, quirky, tmp_path):
 
 
 def test_bad_settings_and_untrainable_methods_are_config_errors(test_method, quirky, tmp_path):
-    with pytest.raises(ConfigError, match="unknown train setting"):
+    with pytest.raises(ConfigError, match="train has no setting"):
         TrainSettings.from_config({"learning_rate": 1e-3})
     with pytest.raises(ConfigError, match="not trainable"):
         train("support-copy", None, None, quirky, 1, tmp_path / "copy", log=None)

@@ -50,7 +50,7 @@ from cape_bench.data.episodes import EpisodeSampler
 from cape_bench.data.keypoint_texts import KeypointTexts
 from cape_bench.data.layout import DatasetRoot, resolve_dataset
 from cape_bench.data.train_pairs import EpochShardSampler, TrainPairDataset
-from cape_bench.errors import CheckpointError, ConfigError
+from cape_bench.errors import CheckpointError, ConfigError, reject_unknown_settings
 from cape_bench.method import MAX_KEYPOINTS, CapeMethod
 from cape_bench.registry import METHODS
 
@@ -113,10 +113,7 @@ class TrainSettings:
         """Settings from a config's `train` section; unknown keys are an error (typos)."""
         values = dict(section or {})
         values.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown train setting(s) {unknown}; known: {', '.join(sorted(known))}")
+        reject_unknown_settings(values, {f.name for f in fields(cls)}, "train")
         if "milestones" in values:
             values["milestones"] = tuple(int(m) for m in values["milestones"] or ())
         settings = cls(**values)

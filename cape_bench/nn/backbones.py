@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cape_bench.checkpoints import check_state_dict, read_state_dict
-from cape_bench.errors import CheckpointError, ConfigError, RegistryError, WeightsMissingError
+from cape_bench.errors import CheckpointError, ConfigError, RegistryError, WeightsMissingError, reject_unknown_settings
 
 __all__ = [
     "BACKBONES",
@@ -497,10 +497,7 @@ def build_backbone(name: str, weights: str | Path | None = None, random_init: bo
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise RegistryError(f"unknown backbone {name!r}{hint} (known: {', '.join(list_backbones())})")
     allowed = (set(spec.geometry) | _EXTRA_OVERRIDES[spec.family]) - {"size_multiple"}
-    unknown = sorted(set(overrides) - allowed)
-    if unknown:
-        raise ConfigError(f"backbone {name!r} has no setting {', '.join(unknown)}; "
-                          f"it accepts {', '.join(sorted(allowed))}")
+    reject_unknown_settings(overrides, allowed, f"backbone {name!r}")
     if weights is not None and random_init:
         raise ConfigError(f"backbone {name!r}: give either weights={str(weights)!r} or random_init=True, not both")
     on_meta = _default_device_is_meta()

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cape_bench.errors import ConfigError, WeightsMissingError
+from cape_bench.errors import ConfigError, WeightsMissingError, reject_unknown_settings
 from cape_bench.method import CapeBatch, Encoded, PairBatch, QueryBatch
 from cape_bench.methods.capex.model import CapeX
 from cape_bench.nn.fusion import DEFAULT_CLASS_TEMPLATE, CapeNextFusion, class_prompt
@@ -72,10 +72,7 @@ class CapeNext(CapeX):
             raise ConfigError(f"{self.where}: fusion.fallback_prompt must be a non-empty prompt string or None, "
                               f"got {self.fallback_prompt!r}")
         allowed = set(inspect.signature(CapeNextFusion).parameters) - {"dim"}
-        unknown = sorted(set(options) - allowed)
-        if unknown:
-            raise ConfigError(f"{self.where}: fusion has no setting {', '.join(unknown)}; it takes "
-                              f"{', '.join(sorted(allowed | set(_PROMPT_KEYS)))}")
+        reject_unknown_settings(options, allowed | set(_PROMPT_KEYS), f"{self.where}: fusion")
         try:
             self.additional_module = CapeNextFusion(dim=self.keypoint_head.support_proj.in_features, **options)
         except ValueError as error:
@@ -107,10 +104,7 @@ class CapeNext(CapeX):
             raise ConfigError(f"{self.where}: image_encoder must be None or a dict of load_clip arguments "
                               f"({', '.join(_IMAGE_ENCODER_KEYS)}), got {spec!r}")
         options: dict[str, Any] = dict(spec)
-        unknown = sorted(set(options) - set(_IMAGE_ENCODER_KEYS))
-        if unknown:
-            raise ConfigError(f"{self.where}: image_encoder has no setting {', '.join(unknown)}; it takes "
-                              f"{', '.join(_IMAGE_ENCODER_KEYS)}")
+        reject_unknown_settings(options, _IMAGE_ENCODER_KEYS, f"{self.where}: image_encoder")
         if options.get("weights") is None and self.config.get("random_init"):
             options.setdefault("random_init", True)
         try:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cape_bench.errors import ConfigError
+from cape_bench.errors import ConfigError, reject_unknown_settings
 from cape_bench.method import (
     MAX_KEYPOINTS,
     CapeBatch,
@@ -77,10 +77,7 @@ class Raster2SeqSettings:
     @classmethod
     def from_config(cls, section: dict | None, where: str) -> Raster2SeqSettings:
         values = dict(section or {})
-        unknown = sorted(set(values) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(f"{where}: model has no setting {', '.join(unknown)}; it takes "
-                              f"{', '.join(f.name for f in fields(cls))}")
+        reject_unknown_settings(values, {f.name for f in fields(cls)}, f"{where}: model")
         settings = cls(**values)
         if settings.image_attention not in ("standard", "deformable"):
             raise ConfigError(f"{where}: model.image_attention={settings.image_attention!r}; use 'standard' or 'deformable'")
