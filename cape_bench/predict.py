@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import torch
 
+from cape_bench.data.crops import read_rgb
 from cape_bench.errors import ConfigError, DatasetError
 
 _EDGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
@@ -87,16 +88,6 @@ def load_support_keypoints(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(points, dtype=np.float64), np.asarray(visible, dtype=bool)
 
 
-def read_image(path: Path) -> np.ndarray:
-    """RGB uint8, or a one-line error."""
-    if not path.is_file():
-        raise DatasetError(f"{path}: image file not found")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DatasetError(f"{path}: cannot read the image (not an image file, or a format OpenCV cannot decode)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def _instance(path: Path, image: np.ndarray, bbox: np.ndarray, keypoints: np.ndarray, visible: np.ndarray):
     from cape_bench.data.records import Instance
 
@@ -143,7 +134,7 @@ def predict_keypoints(method, *, image: Path, bbox: str | None = None, names: li
 
     device = torch.device(device)
     size = method.input_size
-    query_pixels = read_image(image)
+    query_pixels = read_rgb(image)
     query = _instance(image, query_pixels, parse_bbox(bbox, (query_pixels.shape[1], query_pixels.shape[0]), "--bbox"), np.zeros((k, 2)), np.ones(k, dtype=bool))
     query_crop = crop_instance(query, image, size)
     slots = k if method.pads_keypoints_dynamically else MAX_KEYPOINTS
@@ -153,7 +144,7 @@ def predict_keypoints(method, *, image: Path, bbox: str | None = None, names: li
     support_images = None
     if support_keypoints is not None:
         points, visible = support_keypoints
-        support_pixels = read_image(support_image)
+        support_pixels = read_rgb(support_image)
         support = _instance(support_image, support_pixels, parse_bbox(support_bbox, (support_pixels.shape[1], support_pixels.shape[0]), "--support-bbox"), points, visible)
         support_crop = crop_instance(support, support_image if "image" in kinds else None, size)
         support_points[0, 0, :k] = torch.from_numpy(support_crop.keypoints)
@@ -212,9 +203,9 @@ def predict_command(args) -> int:
     if count is None:
         raise ConfigError("give the prompt: --keypoints \"a,b,...\" (text methods) or --support-image S --support-keypoints FILE (image methods)")
     skeleton = parse_skeleton(args.skeleton, count)
-    read_image(args.image)  # a bad query image fails before the model is built
+    read_rgb(args.image)  # a bad query image fails before the model is built
     if args.support_image is not None:
-        read_image(args.support_image)
+        read_rgb(args.support_image)
     canonical = METHODS.canonical(args.method)
     method, resolved = build_method(canonical, args.config or default_config(canonical, demo=False), parse_overrides(args.cfg_options))
     if args.checkpoint is not None:
@@ -228,7 +219,7 @@ def predict_command(args) -> int:
     if args.checkpoint is None and method.trainable:
         print(f"cape-bench: note: no --checkpoint: {canonical} ({resolved['config_name']}) ran with untrained head weights; the keypoints are not meaningful", file=sys.stderr)
     out = args.out or Path(f"{args.image.stem}.{canonical}.png")
-    canvas = draw_keypoints(read_image(args.image), result["keypoints"], result["skeleton"], result["bbox"], result["visible"])
+    canvas = draw_keypoints(read_rgb(args.image), result["keypoints"], result["skeleton"], result["bbox"], result["visible"])
     out.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(out), canvas):
         raise ConfigError(f"--out {out}: cannot write the image (unknown extension or folder not writable)")

@@ -99,10 +99,10 @@ def test_unreadable_image_is_a_dataset_error(quirky_root, tmp_path):
     instance = annotations.instances[0]
     path = root / "images" / instance.file_name
     path.write_bytes(b"not a jpeg")
-    with pytest.raises(DatasetError, match=rf"{instance.file_name}: image file unreadable .*annotation {instance.annotation_id}"):
+    with pytest.raises(DatasetError, match=rf"{instance.file_name}: cannot read the image .*annotation {instance.annotation_id}"):
         crop_instance(instance, path, 256)
     path.unlink()
-    with pytest.raises(DatasetError, match="image file missing"):
+    with pytest.raises(DatasetError, match="image file not found"):
         crop_instance(instance, path, 256)
 
 

@@ -34,13 +34,14 @@ class Crop:
     matrix: np.ndarray
 
 
-def read_rgb(path: Path, instance: Instance) -> np.ndarray:
-    """Decode an image as 8-bit RGB, or raise naming the file and the annotation."""
+def read_rgb(path: Path, instance: Instance | None = None) -> np.ndarray:
+    """Decode an image as 8-bit RGB, or raise naming the file (and the annotation, when given)."""
+    record = "" if instance is None else f" (annotation {instance.annotation_id}, image {instance.image_id})"
     if not path.is_file():
-        raise DatasetError(f"{path}: image file missing (annotation {instance.annotation_id}, image {instance.image_id})")
+        raise DatasetError(f"{path}: image file not found{record}")
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        raise DatasetError(f"{path}: image file unreadable or not an image (annotation {instance.annotation_id}, image {instance.image_id})")
+        raise DatasetError(f"{path}: cannot read the image (not an image file, or a format OpenCV cannot decode){record}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
