@@ -104,7 +104,7 @@ def test_flf_config_errors():
     with pytest.raises(ConfigError, match="direction"):
         _method("fusion-flf", perturb=False, **{"fusion.direction": "sideways"})
     with pytest.raises(ConfigError, match="same width"):
-        _method("fusion-flf", perturb=False, text_encoder_options={"dim": 64})
+        _method("fusion-flf", perturb=False, text_encoder_options={"dim": 48})
 
 
 def test_flf_keypoint_texts_missing_names_the_category():

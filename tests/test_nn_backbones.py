@@ -43,6 +43,16 @@ def test_tiny_returns_stride_16_map():
     assert backbone.feature_size == (256 // backbone.stride, 256 // backbone.stride) == (16, 16)
 
 
+def test_tiny_cnn_is_the_demo_backbone_at_128_px():
+    backbone = build_backbone("tiny_cnn").eval()
+    with torch.no_grad():
+        features = backbone(torch.randn(2, 3, 128, 128))
+    assert features.shape == (2, 64, 8, 8)
+    assert backbone.input_size == (128, 128)
+    with pytest.raises(ConfigError, match="multiple of 16"):
+        build_backbone("tiny_cnn", img_size=120)
+
+
 @pytest.mark.parametrize("name", list_backbones())
 def test_every_backbone_builds_on_meta_with_its_declared_shape(name):
     with torch.device("meta"):

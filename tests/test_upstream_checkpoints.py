@@ -488,7 +488,8 @@ def test_checkpoint_of_another_method_says_what_it_looks_like(tmp_path):
     with pytest.raises(CheckpointError, match=r"not a capex checkpoint: it looks like GraphCape .*--method graphcape"):
         plan_checkpoint(path, method="capex")
     capex, _ = build_method("capex", "tiny")
-    with pytest.raises(CheckpointError, match=r"does not fit capex .*looks like GraphCape"):
+    with pytest.raises(CheckpointError, match=r"backbone is SwinV2, but CapeX was built with backbone 'tiny_cnn'"
+                                              r" .*looks like GraphCape"):
         load_checkpoint(capex, path)
 
 

@@ -1,12 +1,11 @@
-# Toy CapeNext for tests and the CPU demo: random-init toy SwinV2, the packaged all-MiniLM-L6-v2 text
+# Toy CapeNext for tests and the CPU demo: random-init toy ResNet, the packaged all-MiniLM-L6-v2 text
 # encoder (384-d, as CapeX tiny, so the two compare on equal text embeddings) for keypoint texts and
 # class prompts, a random-init toy open_clip image tower with a 384-d output for the query embedding,
 # a small fusion module and a small head. Same code path as the full model except that the image
 # tower is a separate CLIP (`image_encoder`) instead of the text encoder's own.
 _base_ = ["./capenext.py"]
 
-backbone = "tiny"
-backbone_options = dict(drop_path=0.0)
+backbone = "tiny_cnn"
 text_encoder = "minilm"
 image_encoder = dict(
     _delete_=True,  # the base's None cannot be merged into

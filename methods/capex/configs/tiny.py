@@ -1,9 +1,8 @@
-# Toy CapeX for tests and the CPU demo: random-init toy SwinV2, the packaged all-MiniLM-L6-v2 text
+# Toy CapeX for tests and the CPU demo: random-init toy ResNet, the packaged all-MiniLM-L6-v2 text
 # encoder (384-d, offline) and a small head.
 _base_ = ["./capex.py"]
 
-backbone = "tiny"
-backbone_options = dict(drop_path=0.0)
+backbone = "tiny_cnn"
 text_encoder = "minilm"
 
 head = {{_base_.tiny_head}}

@@ -1,12 +1,11 @@
-# Toy Method-FLF for tests and the CPU demo: random-init toy SwinV2 (192 channels), the weight-free
-# `hash` text encoder at 192-d (the shared text_proj needs equal widths, as SwinV2-S/gte-base at full
+# Toy Method-FLF for tests and the CPU demo: random-init toy ResNet (64 channels), the weight-free
+# `hash` text encoder at 64-d (the shared text_proj needs equal widths, as SwinV2-S/gte-base at full
 # size) and a small head.
 _base_ = ["./fusion_flf.py"]
 
-backbone = "tiny"
-backbone_options = dict(drop_path=0.0)
+backbone = "tiny_cnn"
 text_encoder = "hash"
-text_encoder_options = dict(dim=192)
+text_encoder_options = dict(dim=64)
 
 head = {{_base_.tiny_head}}
 input_size = {{_base_.tiny_input_size}}

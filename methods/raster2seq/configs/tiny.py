@@ -1,9 +1,8 @@
-# Toy Raster2Seq for tests and the CPU demo: random-init toy SwinV2 on 128x128 crops, small decoder.
+# Toy Raster2Seq for tests and the CPU demo: random-init toy ResNet on 128x128 crops, small decoder.
 _base_ = ["./raster2seq.py"]
 
 input_size = 128
-backbone = "tiny"
-backbone_options = dict(drop_path=0.0)
+backbone = "tiny_cnn"
 
 model = dict(
     d_model=64,
