@@ -329,6 +329,17 @@ def test_demo_checkpoint_is_trained_once_then_reused(test_method, demo, tmp_path
     assert not list((tmp_path / "cache" / "demo-checkpoints").glob(f"{first.parent.parent.name}/.*"))  # no scratch left
 
 
+def test_a_config_changes_its_demo_budget_as_data(test_method, demo):
+    config = {**_config(), "method": test_method}
+    longer = {**config, "demo_budget": {"max_iters": 5, "milestones": [1]}}
+    assert demo_checkpoints.demo_budget(config) == demo_checkpoints.DEMO_BUDGET
+    assert demo_checkpoints.demo_budget(longer) == {**demo_checkpoints.DEMO_BUDGET, "max_iters": 5, "milestones": [1]}
+    assert (demo_checkpoints.demo_checkpoint_dir(test_method, "tiny", longer, demo, 2)
+            != demo_checkpoints.demo_checkpoint_dir(test_method, "tiny", config, demo, 2))
+    with pytest.raises(ConfigError, match="demo_budget has no setting max_iter;"):
+        demo_checkpoints.demo_budget({**config, "demo_budget": {"max_iter": 5}})
+
+
 def test_demo_checkpoints_refuse_real_data(test_method, quirky):
     with pytest.raises(ConfigError, match="demo dataset only"):
         ensure_demo_checkpoint(test_method, "tiny", _config(), quirky, 1, log=None, budget=TINY_BUDGET)

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from cape_bench.build import config_hash
 from cape_bench.data.demo import DEMO_VERSION, default_cache_dir
 from cape_bench.data.layout import DatasetRoot
-from cape_bench.errors import ConfigError
+from cape_bench.errors import ConfigError, reject_unknown_settings
 
-__all__ = ["DEMO_BUDGET", "demo_checkpoint_dir", "ensure_demo_checkpoint"]
+__all__ = ["DEMO_BUDGET", "demo_budget", "demo_checkpoint_dir", "ensure_demo_checkpoint"]
 
 DEMO_BUDGET = dict(
     max_iters=936,
@@ -53,6 +53,17 @@ which comes from `cape-bench train`. Loading runs in the main process
 and results do not depend on it.
 """
 
+
+def demo_budget(method_config: dict) -> dict:
+    """`DEMO_BUDGET` with the changes a config asks for in its `demo_budget` section.
+
+    A method whose recipe needs a different demo schedule says so in its tiny
+    config, as data, instead of the runner special-casing it.
+    """
+    changes = dict(method_config.get("demo_budget") or {})
+    reject_unknown_settings(changes, DEMO_BUDGET, f"method {method_config.get('method')!r}: demo_budget")
+    return {**copy.deepcopy(DEMO_BUDGET), **changes}
+
 _KEPT_FILES = ("best.safetensors", "best.json", "history.json")
 
 
@@ -69,7 +80,7 @@ def _demo_identity(root: DatasetRoot, split: int) -> dict:
 
 def demo_checkpoint_dir(method_name: str, config_name: str, method_config: dict, root: DatasetRoot, split: int, seed: int = 0, budget: dict | None = None) -> Path:
     """`<cache>/demo-checkpoints/<method>-<config>-<hash8>/split<k>` (the hash covers config, seed, budget, data)."""
-    budget = DEMO_BUDGET if budget is None else budget
+    budget = demo_budget(method_config) if budget is None else budget
     digest = config_hash({
         "method": method_name, "config": method_config, "seed": seed, "budget": budget, "data": _demo_identity(root, split),
     })
@@ -107,7 +118,7 @@ def ensure_demo_checkpoint(
         split: Demo split 1..5.
         seed: Training seed.
         log: Progress lines; None is silent.
-        budget: `train` settings replacing `DEMO_BUDGET` (tests use a tiny one).
+        budget: `train` settings replacing `demo_budget(method_config)` (tests use a tiny one).
         device: Training device (not part of the cache key).
 
     Returns:
@@ -126,7 +137,7 @@ def ensure_demo_checkpoint(
             f"{root.root}: demo checkpoints are trained on the built-in demo dataset only; "
             f"for MP-100 train with `cape-bench train --method {method_name} --split {split}` and pass --checkpoint"
         )
-    budget = copy.deepcopy(DEMO_BUDGET if budget is None else budget)
+    budget = demo_budget(method_config) if budget is None else copy.deepcopy(budget)
     folder = demo_checkpoint_dir(method_name, config_name, method_config, root, split, seed, budget)
     best = folder / "best.safetensors"
     if best.is_file() and best.with_suffix(".json").is_file():
