@@ -42,11 +42,11 @@ DEMO_BUDGET = dict(
 40 pairs), Adam at lr 1e-3 (100x the upstream 1e-5: the tiny configs start
 from random weights) with a 20-iteration warm-up and a x0.1 step after
 epoch 10, one validation at the end (2 episodes x 15 queries per val
-category). Measured on demo split 1, 2 idle CPU cores, tiny configs (toy
-ResNet backbone, 128 px crops, 2+2-layer head of width 64): CapeX 0.13 s
-per iteration, val PCK@0.2 39.7 / 55.7 / 67.7 after 312 / 624 / 936
-iterations; GraphCape 0.18 s per iteration, 62.9 / 73.4 after 312 / 624
-(support-copy: 63.6 on the same val episodes). A demo checkpoint shows that
+category). Measured with `cape-bench train` (seed 1) on demo split 1, 2 idle
+CPU cores, tiny configs (toy ResNet backbone, 128 px crops, 2+2-layer head
+of width 64): CapeX 0.13 s per iteration, val PCK@0.2 39.7 / 55.7 / 67.7
+after 312 / 624 / 936 iterations; GraphCape 0.18 s per iteration, 62.9 /
+73.4 after 312 / 624 (support-copy: 63.6 val). A demo checkpoint shows that
 the pipeline learns end to end on this data; it is not an MP-100 result,
 which comes from `cape-bench train`. Loading runs in the main process
 (`num_workers=0`): on 2 cores worker processes only compete with the model,
