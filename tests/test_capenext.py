@@ -150,6 +150,37 @@ def test_gates_off_is_the_constant_one():
         torch.testing.assert_close(gated(joint, image, category), constant(joint, image, category), **TOLERANCE)
 
 
+def test_zero_init_refinement_starts_as_norm3_of_the_joint_and_still_learns():
+    joint, image, category = _embeddings()
+    upstream, zero = _fusion(), _fusion(zero_init_refinement=True)
+    assert upstream.state_dict().keys() == zero.state_dict().keys()
+    torch.testing.assert_close(upstream.norm2.weight, torch.ones(32))
+    with torch.no_grad():
+        torch.testing.assert_close(zero(joint, image, category), zero.norm3(joint), **TOLERANCE)
+    zero.train()
+    zero(joint, image, category).pow(2).sum().backward()
+    assert zero.norm2.weight.grad.abs().sum() > 0  # the gain grows, then the streams get gradients
+    with pytest.raises(ValueError, match="norm2"):
+        CapeNextFusion(dsfr=False, zero_init_refinement=True)
+
+
+def test_upstream_init_makes_the_refined_keypoints_of_a_query_nearly_parallel():
+    """Why the tiny config starts norm2 at 0: at width 384 the unit-norm joints vanish under the fused term."""
+    joint, image, category = _embeddings(num_kpt=8, dim=384)
+    off_diagonal = ~torch.eye(8, dtype=torch.bool)
+
+    def mean_cosine(embeddings):
+        unit = F.normalize(embeddings, dim=-1)
+        return float((unit @ unit.transpose(1, 2))[:, off_diagonal].mean())
+
+    for zero_init, low, high in ((False, 0.8, 1.0), (True, -0.2, 0.2)):
+        torch.manual_seed(0)
+        module = CapeNextFusion(dim=384, num_heads=4, ffn_dim=256, dropout=0.0, zero_init_refinement=zero_init)
+        with torch.no_grad():
+            assert low < mean_cosine(module(joint, image, category)) < high, zero_init
+    assert abs(mean_cosine(joint)) < 0.2
+
+
 def test_ablation_switches():
     joint, image, category = _embeddings()
     other = F.normalize(torch.randn(2, 32), dim=-1)

@@ -131,14 +131,21 @@ class CapeNextFusion(nn.Module):
         dead_non_linear: Build upstream's ``non_linear`` FFN, which upstream never calls
             (2.1 M parameters at full size): needed to load official checkpoints strictly and
             to match the published parameter count; it takes no part in ``forward``.
+        zero_init_refinement: Start ``norm2``'s gain at 0, so that the module begins as
+            ``norm3(joint)`` and training phases the fused streams in (as CMAA's gamma 0).
+            With upstream's init (False), ``norm2`` gives the fused term norm ~sqrt(dim) against
+            the unit-norm joint embedding, and at random init the refined embeddings of one
+            query's keypoints are nearly parallel (cosine ~0.95 for the tiny config). Init
+            only: parameters, keys and ``forward`` are unchanged; loaded weights replace it.
 
     Raises:
-        ValueError: unknown mode, ``dim`` not divisible by ``num_heads``, or gates without DSFR.
+        ValueError: unknown mode, ``dim`` not divisible by ``num_heads``, or gates or
+            ``zero_init_refinement`` without DSFR.
     """
 
     def __init__(self, dim: int = 512, num_heads: int = 8, ffn_dim: int = 2048, dropout: float = 0.1, *,
                  hcmi: bool = True, dsfr: bool = True, gates: bool = True, mode: str = "image_and_class",
-                 dead_non_linear: bool = True) -> None:
+                 dead_non_linear: bool = True, zero_init_refinement: bool = False) -> None:
         super().__init__()
         if mode not in FUSION_MODES:
             raise ValueError(f"mode={mode!r}; expected one of {', '.join(FUSION_MODES)}")
@@ -147,6 +154,8 @@ class CapeNextFusion(nn.Module):
         if not dsfr and not gates:
             raise ValueError("gates=False only changes DSFR's gates; with dsfr=False there are no gates to fix "
                              "(leave gates=True)")
+        if not dsfr and zero_init_refinement:
+            raise ValueError("zero_init_refinement starts DSFR's norm2 at 0; with dsfr=False there is no norm2")
         self.dim, self.mode, self.hcmi, self.dsfr, self.gates = int(dim), mode, bool(hcmi), bool(dsfr), bool(gates)
         self.uses_class = mode == "image_and_class"
         # Registration order = upstream's, so state_dict() lists keys as the released checkpoints do.
@@ -163,6 +172,8 @@ class CapeNextFusion(nn.Module):
         if dsfr:
             self.norm2 = nn.LayerNorm(dim)
             self.norm3 = nn.LayerNorm(dim)
+            if zero_init_refinement:
+                nn.init.zeros_(self.norm2.weight)
             if gates:
                 if self.uses_class:
                     self.weight_category = nn.Linear(dim, 1)

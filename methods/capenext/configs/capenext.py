@@ -22,6 +22,8 @@ fusion = dict(
     # Upstream builds a `non_linear` FFN it never calls (2,099,712 params); kept so official
     # checkpoints load strictly and the count matches. It takes no part in the forward pass.
     dead_non_linear=True,
+    # True starts DSFR's norm2 gain at 0 (the module begins as norm3(joint)); False is upstream's init.
+    zero_init_refinement=False,
     # class_prompt(name, class_template); name = PairBatch.class_names[i] (category name, '_' -> ' ').
     class_template="a photo of {}",
     # A prompt to use when a pair has no class name; None raises an error naming the category.

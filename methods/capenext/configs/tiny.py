@@ -17,7 +17,7 @@ image_encoder = dict(
     ),
 )
 
-fusion = dict(num_heads=4, ffn_dim=256, dead_non_linear=False)
+fusion = dict(num_heads=4, ffn_dim=256, dead_non_linear=False, zero_init_refinement=True)
 
 head = {{_base_.tiny_head}}
 input_size = {{_base_.tiny_input_size}}
