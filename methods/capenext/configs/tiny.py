@@ -17,6 +17,8 @@ image_encoder = dict(
     ),
 )
 
+# zero_init_refinement: at upstream's init the fused term swamps the unit-norm keypoint texts and the
+# random-init model sits on the mean-pose loss for most of its demo budget (methods/capenext/README.md).
 fusion = dict(num_heads=4, ffn_dim=256, dead_non_linear=False, zero_init_refinement=True)
 
 head = {{_base_.tiny_head}}
