@@ -162,6 +162,8 @@ def test_zero_init_refinement_starts_as_norm3_of_the_joint_and_still_learns():
     assert zero.norm2.weight.grad.abs().sum() > 0  # the gain grows, then the streams get gradients
     with pytest.raises(ValueError, match="norm2"):
         CapeNextFusion(dsfr=False, zero_init_refinement=True)
+    # The tiny config asks for it, and nothing after construction re-initialises it.
+    assert not _method(perturb=False).additional_module.norm2.weight.any()
 
 
 def test_upstream_init_makes_the_refined_keypoints_of_a_query_nearly_parallel():
