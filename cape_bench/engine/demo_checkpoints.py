@@ -64,6 +64,7 @@ def demo_budget(method_config: dict) -> dict:
     reject_unknown_settings(changes, DEMO_BUDGET, f"method {method_config.get('method')!r}: demo_budget")
     return {**copy.deepcopy(DEMO_BUDGET), **changes}
 
+
 _KEPT_FILES = ("best.safetensors", "best.json", "history.json")
 
 
