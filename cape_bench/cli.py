@@ -110,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = data_sub.add_parser("demo", help="generate (or locate) the built-in demo dataset")
     demo.add_argument("--out", type=Path, help="write here instead of the cache")
     demo.add_argument("--seed", type=int, default=0)
+    overlap = data_sub.add_parser("overlap", help="share of val/test keypoint descriptions already used by a split's training categories")
+    overlap_source = overlap.add_mutually_exclusive_group()
+    overlap_source.add_argument("--root", help="dataset root (default: as for run)")
+    overlap_source.add_argument("--mp100-table", action="store_true", help="the published MP-100 splits and shipped descriptions (no local MP-100 needed)")
+    overlap.add_argument("--keypoint-texts", type=Path, help="JSON: category id -> {variant -> [strings]}")
+    overlap.add_argument("--text-variant", default="regular")
+    overlap.add_argument("--per-category", action="store_true", help="also one row per val/test category")
 
     board = sub.add_parser("leaderboard", help="render tables from stored runs")
     board.add_argument("--protocol", help="only this protocol label")
@@ -221,24 +228,50 @@ def _convert(args) -> int:
 
 @command("data")
 def _data(args) -> int:
-    if args.data_command == "demo":
-        from cape_bench.data.demo import ensure_demo_dataset, generate_demo_dataset
+    return _DATA_COMMANDS[args.data_command](args)
 
-        path = generate_demo_dataset(args.out, seed=args.seed) if args.out else ensure_demo_dataset(seed=args.seed)
-        print(f"demo dataset (MP-100 format) at {path}")
-        return 0
+
+def _data_demo(args) -> int:
+    from cape_bench.data.demo import ensure_demo_dataset, generate_demo_dataset
+
+    path = generate_demo_dataset(args.out, seed=args.seed) if args.out else ensure_demo_dataset(seed=args.seed)
+    print(f"demo dataset (MP-100 format) at {path}")
+    return 0
+
+
+def _data_root(args, action: str):
+    """`--root` if given, else the dataset `run` would use (saying so when that is the demo)."""
     from cape_bench.data.layout import DatasetRoot, resolve_dataset
-    from cape_bench.data.verify import verify_dataset
 
     if args.root:
-        root = DatasetRoot(Path(args.root))
-    else:
-        root = resolve_dataset(None)
-        if root.is_demo:
-            print(f"no MP-100 root configured: verifying the built-in demo data at {root.root}")
-    report = verify_dataset(root, check_images=not args.no_images)
+        return DatasetRoot(Path(args.root))
+    root = resolve_dataset(None)
+    if root.is_demo:
+        print(f"no MP-100 root configured: {action} the built-in demo data at {root.root}")
+    return root
+
+
+def _data_verify(args) -> int:
+    from cape_bench.data.verify import verify_dataset
+
+    report = verify_dataset(_data_root(args, "verifying"), check_images=not args.no_images)
     print(report.render())
     return 0 if report.ok else 1
+
+
+def _data_overlap(args) -> int:
+    from cape_bench.data import text_overlap
+
+    if args.mp100_table:
+        overlaps, source = text_overlap.mp100_table_overlap(args.keypoint_texts, args.text_variant), "published MP-100 splits"
+    else:
+        root = _data_root(args, "reading")
+        overlaps, source = text_overlap.dataset_overlap(root, args.keypoint_texts, args.text_variant), str(root.root)
+    print(text_overlap.render_overlap(overlaps, source, per_category=args.per_category))
+    return 0
+
+
+_DATA_COMMANDS = {"demo": _data_demo, "verify": _data_verify, "overlap": _data_overlap}
 
 
 @command("leaderboard")
