@@ -51,6 +51,8 @@ class CategoryOverlap:
 
 @dataclass(frozen=True)
 class SplitOverlap:
+    """One split: its distinct training descriptions and a row per val/test category."""
+
     split: int
     train_descriptions: int
     categories: tuple[CategoryOverlap, ...]
