@@ -6,10 +6,11 @@ import json
 import pytest
 import torch
 
+from cape_bench.cli import main
 from cape_bench.data.layout import DatasetRoot
 from cape_bench.data.text_overlap import dataset_overlap, mp100_table_overlap
 from cape_bench.errors import DatasetError
-from tests.test_cli import run_cli
+from tests.test_cli import assert_one_line_error, run_cli
 
 # Category id -> (name, descriptions). Train: 1, 2; val: 3; test: 4, 5.
 _DESCRIBED = {
@@ -68,11 +69,11 @@ def test_mp100_table_knows_the_published_splits():
     assert sum(c.subset == "val" for c in overlaps[1].categories) == 10
 
 
-def test_cli_prints_one_row_per_split(tmp_path):
-    process = run_cli("data", "overlap", "--root", str(_write_root(tmp_path)), "--per-category")
-    assert process.returncode == 0, process.stderr
-    assert "| 3 | 5 | 0.50 | 0.38 |" in process.stdout
-    assert "| 1 | test | test_thing | 0 / 2 |" in process.stdout
+def test_cli_prints_one_row_per_split(tmp_path, capsys):
+    assert main(["data", "overlap", "--root", str(_write_root(tmp_path)), "--per-category"]) == 0
+    out = capsys.readouterr().out
+    assert "| 3 | 5 | 0.50 | 0.38 |" in out
+    assert "| 1 | test | test_thing | 0 / 2 |" in out
 
 
 def test_nearest_cosine_under_an_encoder(tmp_path):
@@ -94,10 +95,9 @@ def test_nearest_cosine_under_an_encoder(tmp_path):
     assert cache.misses == 9
 
 
-def test_cli_encoder_column_and_bad_encoder_arguments(tmp_path):
+def test_cli_encoder_column_and_bad_encoder_arguments(tmp_path, capsys):
     root = str(_write_root(tmp_path))
-    process = run_cli("data", "overlap", "--root", root, "--encoder", "hash", "--encoder-options", "dim=16")
-    assert process.returncode == 0, process.stderr
-    assert "test nearest cosine (hash)" in process.stdout
+    assert main(["data", "overlap", "--root", root, "--encoder", "hash", "--encoder-options", "dim=16"]) == 0
+    assert "test nearest cosine (hash)" in capsys.readouterr().out
     process = run_cli("data", "overlap", "--root", root, "--encoder", "minilm", "--encoder-options", "dim=16")
-    assert process.returncode == 2 and "text encoder 'minilm' does not take these arguments" in process.stderr
+    assert_one_line_error(process, "text encoder 'minilm' does not take these arguments")
