@@ -18,6 +18,8 @@ from cape_bench.data.demo import (
     ensure_demo_dataset,
     generate_demo_dataset,
 )
+from cape_bench.data.layout import DatasetRoot
+from cape_bench.data.text_overlap import dataset_overlap
 from cape_bench.errors import ConfigError
 
 SUBSETS = ("train", "val", "test")
@@ -96,7 +98,7 @@ def test_split_structure(split_json, all_categories):
         ids = {s: {c["id"] for c in split_json[(k, s)]["categories"]} for s in SUBSETS}
         assert not ids["train"] & ids["val"] and not ids["train"] & ids["test"] and not ids["val"] & ids["test"]
         assert ids["train"] | ids["val"] | ids["test"] == set(all_categories)
-        assert len(ids["val"]) == 5
+        assert (len(ids["train"]), len(ids["val"]), len(ids["test"])) == (70, 10, 20)  # MP-100's shape
         test_count.update(ids["test"])
         for s in SUBSETS:
             data = split_json[(k, s)]
@@ -158,6 +160,31 @@ def test_annotations(all_annotations, all_images, all_categories):
     per_image = Counter(a["image_id"] for a in all_annotations.values())
     assert max(per_image.values()) == 2 and min(per_image.values()) == 1
     assert len({a["id"] for a in all_annotations.values()}) == len(all_annotations)
+
+
+def test_most_test_categories_have_a_training_sibling_as_in_mp100(demo_root, all_categories):
+    """Species families share keypoint descriptions, so text support meets mostly known keypoints, as on MP-100."""
+    texts = json.loads((demo_root / "keypoint_texts.json").read_text())
+    splits = dataset_overlap(DatasetRoot(demo_root))
+    assert len(splits) == 5
+    assert all(0.8 <= split.fraction("test") <= 0.95 for split in splits)  # MP-100's published splits: 0.83 to 0.95
+    by_name = {c["name"]: c for c in all_categories.values()}
+    species = [by_name[name] for name in ("gecko_body", "crocodile_body", "wyvern_body", "lynx_face")]
+    bases = [by_name[name] for name in ("lizard_body", "lizard_body", "dragon_body", "koala_face")]
+    for one, base in zip(species, bases):
+        assert (one["keypoints"], one["skeleton"], one["supercategory"]) == \
+            (base["keypoints"], base["skeleton"], base["supercategory"])
+        assert texts[str(one["id"])] == texts[str(base["id"])]
+
+
+def test_species_differ_from_their_base_in_proportions():
+    templates = {spec.name: t for _, spec, t in demo._category_templates()}
+    base = templates["lizard_body"]
+    for name in ("gecko_body", "crocodile_body"):
+        assert templates[name].descriptions == base.descriptions
+        # Beyond the per-instance jitter of `_pose` (6% per bone): species differ in build.
+        assert np.abs(templates[name].rest - base.rest).max() > 0.1
+    assert np.abs(templates["gecko_body"].rest - templates["crocodile_body"].rest).max() > 0.1
 
 
 def test_instances_per_category(split_json):

@@ -24,33 +24,28 @@ from cape_bench.errors import ConfigError, reject_unknown_settings
 __all__ = ["DEMO_BUDGET", "demo_budget", "demo_checkpoint_dir", "ensure_demo_checkpoint"]
 
 DEMO_BUDGET = dict(
-    max_iters=936,
+    max_iters=1050,
     batch_size=16,
     lr=1e-3,
     warmup_iters=20,
     warmup_ratio=1e-3,
-    milestones=[10],
+    milestones=[5],
     gamma=0.1,
     val_interval=0,
     val_episodes=2,
-    log_interval=78,
+    log_interval=175,
     num_workers=0,
 )
 """The `train` settings of a demo checkpoint (they replace the config's own).
 
-936 iterations x batch 16 = 14,976 pairs (12 demo epochs of 31 categories x
+1,050 iterations x batch 16 = 16,800 pairs (6 demo epochs of 70 categories x
 40 pairs), Adam at lr 1e-3 (100x the upstream 1e-5: the tiny configs start
 from random weights) with a 20-iteration warm-up and a x0.1 step after
-epoch 10, one validation at the end (2 episodes x 15 queries per val
-category). Measured with `cape-bench train` (seed 1) on demo split 1, 2 idle
-CPU cores, tiny configs (toy ResNet backbone, 128 px crops, 2+2-layer head
-of width 64): CapeX 0.13 s per iteration, val PCK@0.2 39.7 / 55.7 / 67.7
-after 312 / 624 / 936 iterations; GraphCape 0.18 s per iteration, 62.9 /
-73.4 after 312 / 624 (support-copy: 63.6 val). A demo checkpoint shows that
-the pipeline learns end to end on this data; it is not an MP-100 result,
-which comes from `cape-bench train`. Loading runs in the main process
-(`num_workers=0`): on 2 cores worker processes only compete with the model,
-and results do not depend on it.
+epoch 5, one validation at the end (2 episodes x 15 queries per val
+category). A demo checkpoint shows that the pipeline learns end to end on
+this data; it is not an MP-100 result, which comes from `cape-bench train`.
+Loading runs in the main process (`num_workers=0`): on 2 cores worker
+processes only compete with the model, and results do not depend on it.
 """
 
 
@@ -103,8 +98,7 @@ def ensure_demo_checkpoint(
     """The cached demo checkpoint of a method config on one demo split, trained on first use.
 
     Trains `method_config` with its `train` section replaced by `budget`
-    (default `DEMO_BUDGET`: 936 iterations x batch 16, 2-3 min per split on 2
-    idle CPU cores for GraphCape `tiny`) on the demo train subset, validates once on the
+    (default `DEMO_BUDGET`: 1,050 iterations x batch 16) on the demo train subset, validates once on the
     val subset, and keeps `best.safetensors` (+ `.json` metadata, history)
     under `demo_checkpoint_dir(...)`. A later call with the same config, seed,
     budget and demo data returns the cached file without training. Training
