@@ -109,6 +109,12 @@ class _Template:
     straight: tuple[bool, ...]  # per skeleton edge: drawn as a line (False: part of a smooth outline)
 
 
+def _canonical(rest: np.ndarray) -> np.ndarray:
+    """Centred on the bounding box, longer half-side 1: the renderer places and sizes every template alike."""
+    lo, hi = rest.min(0), rest.max(0)
+    return (rest - (lo + hi) / 2) / max(float((hi - lo).max()) / 2, 1e-6)
+
+
 class _Sketch:
     """Accumulates keypoints, the kinematic tree and the skeleton of one template."""
 
@@ -157,11 +163,7 @@ class _Sketch:
     def build(self) -> _Template:
         if not MIN_KEYPOINTS <= len(self.names) <= MAX_KEYPOINTS:
             raise ValueError(f"template has {len(self.names)} keypoints, outside 5..30")
-        rest = np.stack(self.xy)
-        # Centre on the bounding box and scale the longer half-side to 1, so every
-        # family is placed and sized by the renderer in the same way.
-        lo, hi = rest.min(0), rest.max(0)
-        rest = (rest - (lo + hi) / 2) / max(float((hi - lo).max()) / 2, 1e-6)
+        rest = _canonical(np.stack(self.xy))
         edges = sorted(self.edges)
         curved = {(min(a, b), max(a, b)) for ids, _, smooth in self.fills if smooth
                   for a, b in zip(ids, ids[1:] + ids[:1])}
@@ -978,8 +980,7 @@ def _proportioned(t: _Template, species: str) -> _Template:
         rest[k] = rest[p] + (c * v[0] - s * v[1], s * v[0] + c * v[1])
     aspect = rng.uniform(-0.2, 0.2)
     rest = rest * np.exp([aspect, -aspect])
-    lo, hi = rest.min(0), rest.max(0)
-    return replace(t, rest=(rest - (lo + hi) / 2) / max(float((hi - lo).max()) / 2, 1e-6))
+    return replace(t, rest=_canonical(rest))
 
 
 @functools.lru_cache(maxsize=1)
